@@ -1,0 +1,468 @@
+// Package config loads the sidecar's one YAML config file: `${VAR}`
+// substitution in values (as Backstage's app-config does), an environment
+// override for every key (PORTBRIDGE_<SECTION>_<KEY>), defaults, and
+// validation that names the file, the key and the reason.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration. Field tags: `yaml` is the key, `desc`
+// documents it for `portbridge serve --help`, `secret:"true"` marks values
+// that must never be printed.
+type Config struct {
+	Server    Server    `yaml:"server"`
+	State     State     `yaml:"state"`
+	Backstage Backstage `yaml:"backstage"`
+	Port      Port      `yaml:"port"`
+	Mapping   Mapping   `yaml:"mapping"`
+	Sync      Sync      `yaml:"sync"`
+	Log       Log       `yaml:"log"`
+
+	// File is the path the config was read from ("" for defaults only).
+	File string `yaml:"-"`
+}
+
+// Server configures the Connect/gRPC listener.
+type Server struct {
+	Listen          string `yaml:"listen" desc:"address of the Connect/gRPC/gRPC-Web listener, also serving /healthz, /readyz and /metrics"`
+	Token           string `yaml:"token" secret:"true" desc:"bearer token every RPC must carry"`
+	AllowNoAuth     bool   `yaml:"allowNoAuth" desc:"allow an empty token; only accepted when listen is a loopback address"`
+	TLS             TLS    `yaml:"tls"`
+	MaxRequestBytes int64  `yaml:"maxRequestBytes" desc:"largest accepted request body in bytes"`
+}
+
+// TLS enables TLS on the listener when both files are set.
+type TLS struct {
+	CertFile string `yaml:"certFile" desc:"PEM certificate; with keyFile enables TLS"`
+	KeyFile  string `yaml:"keyFile" desc:"PEM private key"`
+}
+
+// State configures the bbolt file.
+type State struct {
+	Path string `yaml:"path" desc:"bbolt state file (mode 0600): queue, hashes, ownership"`
+}
+
+// Backstage configures the catalog client.
+type Backstage struct {
+	BaseURL  string `yaml:"baseUrl" desc:"Backstage backend base URL (the client adds /api/catalog)"`
+	Token    string `yaml:"token" secret:"true" desc:"static externalAccess token for the catalog API"`
+	PageSize int    `yaml:"pageSize" desc:"entities per catalog page during a resync"`
+}
+
+// Port configures the Port API client.
+type Port struct {
+	BaseURL           string  `yaml:"baseUrl" desc:"Port API base URL (EU https://api.port.io, US https://api.us.port.io)"`
+	ClientID          string  `yaml:"clientId" desc:"Port client id"`
+	ClientSecret      string  `yaml:"clientSecret" secret:"true" desc:"Port client secret"`
+	MaxConcurrency    int     `yaml:"maxConcurrency" desc:"most Port requests in flight at once"`
+	RequestsPerSecond float64 `yaml:"requestsPerSecond" desc:"client-side cap on Port requests per second (0: only Port's rate-limit headers)"`
+}
+
+// Mapping configures how entities become Port entities.
+type Mapping struct {
+	File                    string   `yaml:"file" desc:"Port port-app-config YAML; empty uses the embedded corrected default"`
+	BlueprintsFile          string   `yaml:"blueprintsFile" desc:"JSON list of blueprints; empty uses the embedded defaults"`
+	InitializePortResources bool     `yaml:"initializePortResources" desc:"create missing blueprints at start (never changes existing ones)"`
+	AllowEnv                bool     `yaml:"allowEnv" desc:"let jq mappings read environment variables ($ENV, env)"`
+	Timeout                 Duration `yaml:"timeout" desc:"jq time limit per entity"`
+}
+
+// Sync configures the engine.
+type Sync struct {
+	Policy            string   `yaml:"policy" desc:"sync (create, update, delete), upsert-only (never delete) or create-only"`
+	ResyncInterval    Duration `yaml:"resyncInterval" desc:"time between full resyncs (0 disables the timer)"`
+	ResyncOnStart     bool     `yaml:"resyncOnStart" desc:"run a full resync when the sidecar starts"`
+	VerifyInterval    Duration `yaml:"verifyInterval" desc:"time between verify passes that repair drift in Port (0 disables)"`
+	DeleteGracePeriod Duration `yaml:"deleteGracePeriod" desc:"how long a deletion waits, then re-checks the catalog, before deleting in Port"`
+	Workers           int      `yaml:"workers" desc:"workers applying queued changes"`
+	FlushInterval     Duration `yaml:"flushInterval" desc:"longest a change waits to fill a Port bulk request"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level" desc:"debug, info, warn or error"`
+	Format string `yaml:"format" desc:"json or text"`
+}
+
+// Duration is a time.Duration written as "30s", "1h".
+type Duration time.Duration
+
+// UnmarshalYAML parses Go duration syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 30s or 1h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes Go duration syntax.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the configuration used for keys the file does not set.
+func Default() Config {
+	return Config{
+		Server:    Server{Listen: ":8080", MaxRequestBytes: 8 << 20},
+		State:     State{Path: "/var/lib/portbridge/state.db"},
+		Backstage: Backstage{BaseURL: "http://localhost:7007", PageSize: 500},
+		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8},
+		Mapping:   Mapping{InitializePortResources: true, Timeout: Duration(time.Second)},
+		Sync: Sync{Policy: "sync", ResyncInterval: Duration(time.Hour), ResyncOnStart: true, VerifyInterval: Duration(24 * time.Hour),
+			DeleteGracePeriod: Duration(30 * time.Second), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// EnvPrefix starts every override variable.
+const EnvPrefix = "PORTBRIDGE_"
+
+// Load reads path (may be "" for defaults and environment only), applies
+// ${VAR} substitution, then environment overrides from getenv, then
+// validates. getenv is os.Getenv in production.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	cfg := Default()
+	cfg.File = path
+	name := path
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if err := decode(data, path, getenv, &cfg); err != nil {
+			return nil, err
+		}
+	} else {
+		name = "(no config file)"
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return &cfg, nil
+}
+
+var varRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+func decode(data []byte, file string, getenv func(string) string, cfg *Config) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	if len(root.Content) == 0 {
+		return nil
+	}
+	var missing []string
+	substitute(&root, getenv, &missing)
+	if len(missing) > 0 {
+		return fmt.Errorf("config %s: %s", file, strings.Join(missing, "; "))
+	}
+	doc := root.Content[0]
+	if err := checkKnown(doc, reflect.TypeOf(Config{}), ""); err != nil {
+		return fmt.Errorf("config %s: %w", file, err)
+	}
+	if err := doc.Decode(cfg); err != nil {
+		return fmt.Errorf("config %s: %s", file, strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
+	}
+	return nil
+}
+
+// checkKnown rejects keys that the struct type t does not have, naming the
+// line and the dotted key.
+func checkKnown(n *yaml.Node, t reflect.Type, prefix string) error {
+	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct || t == reflect.TypeOf(Duration(0)) {
+		if t.Kind() == reflect.Struct && t != reflect.TypeOf(Duration(0)) && n.Kind != yaml.MappingNode && n.Tag != "!!null" {
+			return fmt.Errorf("line %d: key %s must be a mapping", n.Line, strings.TrimPrefix(prefix, "."))
+		}
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		if tag := t.Field(i).Tag.Get("yaml"); tag != "" && tag != "-" {
+			fields[tag] = t.Field(i).Type
+		}
+	}
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		key := prefix + "." + k.Value
+		ft, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, fmt.Errorf("line %d: unknown key %s", k.Line, strings.TrimPrefix(key, ".")))
+			continue
+		}
+		if err := checkKnown(n.Content[i+1], ft, key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// substitute replaces ${VAR} and ${VAR:-default} in scalar values; "$$"
+// escapes a dollar sign. A reference to an unset variable without a default
+// is an error naming the line.
+func substitute(n *yaml.Node, getenv func(string) string, missing *[]string) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			if m == "$$" {
+				return "$"
+			}
+			sub := varRef.FindStringSubmatch(m)
+			if v := getenv(sub[1]); v != "" {
+				return v
+			}
+			if sub[2] != "" {
+				return sub[3]
+			}
+			*missing = append(*missing, fmt.Sprintf("line %d: environment variable %s is not set", n.Line, sub[1]))
+			return ""
+		})
+		if n.Style&(yaml.TaggedStyle|yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+			return
+		}
+		// A substituted value is re-typed from its new text (so ${PORT} can
+		// fill an integer) unless it was quoted.
+		n.Tag = ""
+	}
+	for _, c := range n.Content {
+		substitute(c, getenv, missing)
+	}
+}
+
+// Field describes one config key, for help output and env overrides.
+type Field struct {
+	Key     string // dotted YAML path, e.g. "port.clientSecret"
+	Env     string // override variable, e.g. "PORTBRIDGE_PORT_CLIENT_SECRET"
+	Desc    string
+	Secret  bool
+	Default string
+	value   reflect.Value
+}
+
+// Fields lists every key of cfg in file order.
+func Fields(cfg *Config) []Field {
+	var out []Field
+	walk(reflect.ValueOf(cfg).Elem(), "", &out)
+	return out
+}
+
+func walk(v reflect.Value, prefix string, out *[]Field) {
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		if tag == "-" || tag == "" {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			walk(fv, key, out)
+			continue
+		}
+		*out = append(*out, Field{Key: key, Env: envName(key), Desc: f.Tag.Get("desc"), Secret: f.Tag.Get("secret") == "true",
+			Default: formatValue(fv), value: fv})
+	}
+}
+
+func formatValue(v reflect.Value) string {
+	if d, ok := v.Interface().(Duration); ok {
+		return d.D().String()
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// envName turns "port.clientSecret" into "PORTBRIDGE_PORT_CLIENT_SECRET".
+func envName(key string) string {
+	var b strings.Builder
+	b.WriteString(EnvPrefix)
+	for i, r := range key {
+		switch {
+		case r == '.':
+			b.WriteByte('_')
+		case r >= 'A' && r <= 'Z':
+			if i > 0 && key[i-1] != '.' {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+		default:
+			b.WriteString(strings.ToUpper(string(r)))
+		}
+	}
+	return b.String()
+}
+
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	var errs []error
+	for _, f := range Fields(cfg) {
+		raw := getenv(f.Env)
+		if raw == "" {
+			continue
+		}
+		if err := setValue(f.value, raw); err != nil {
+			errs = append(errs, fmt.Errorf("environment %s (key %s): %w", f.Env, f.Key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func setValue(v reflect.Value, raw string) error {
+	if _, ok := v.Interface().(Duration); ok {
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration like 30s or 1h", raw)
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(raw)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", raw)
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", raw)
+		}
+		v.SetInt(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", raw)
+		}
+		v.SetFloat(n)
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}
+
+// Secrets returns the non-empty secret values, for redaction.
+func (c *Config) Secrets() []string {
+	var out []string
+	for _, f := range Fields(c) {
+		if f.Secret && f.value.String() != "" {
+			out = append(out, f.value.String())
+		}
+	}
+	return out
+}
+
+// Validate checks every key and returns all problems at once, each naming
+// its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("key %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.Server.Listen == "" {
+		bad("server.listen", "must be set, e.g. :8080")
+	}
+	if c.Server.Token == "" {
+		if !c.Server.AllowNoAuth {
+			bad("server.token", "must be set (env %s); an empty token needs server.allowNoAuth: true and a loopback listen address", envName("server.token"))
+		} else if !IsLoopback(c.Server.Listen) {
+			bad("server.allowNoAuth", "an empty token is only allowed when server.listen is a loopback address, not %q", c.Server.Listen)
+		}
+	}
+	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
+		bad("server.tls", "certFile and keyFile must be set together")
+	}
+	if c.Server.MaxRequestBytes < 1024 {
+		bad("server.maxRequestBytes", "must be at least 1024, got %d", c.Server.MaxRequestBytes)
+	}
+	if c.State.Path == "" {
+		bad("state.path", "must be set")
+	}
+	checkURL := func(key, s string) {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(key, "%q is not an http(s) URL", s)
+		}
+	}
+	checkURL("backstage.baseUrl", c.Backstage.BaseURL)
+	checkURL("port.baseUrl", c.Port.BaseURL)
+	if c.Backstage.PageSize < 1 || c.Backstage.PageSize > 10000 {
+		bad("backstage.pageSize", "must be between 1 and 10000, got %d", c.Backstage.PageSize)
+	}
+	if c.Port.MaxConcurrency < 1 || c.Port.MaxConcurrency > 64 {
+		bad("port.maxConcurrency", "must be between 1 and 64, got %d", c.Port.MaxConcurrency)
+	}
+	if c.Port.RequestsPerSecond < 0 {
+		bad("port.requestsPerSecond", "must not be negative")
+	}
+	if (c.Port.ClientID == "") != (c.Port.ClientSecret == "") {
+		bad("port.clientId", "clientId and clientSecret must be set together")
+	}
+	if c.Mapping.Timeout.D() <= 0 {
+		bad("mapping.timeout", "must be positive")
+	}
+	switch c.Sync.Policy {
+	case "sync", "upsert-only", "create-only":
+	default:
+		bad("sync.policy", "%q is not one of sync, upsert-only, create-only", c.Sync.Policy)
+	}
+	for key, d := range map[string]Duration{"sync.resyncInterval": c.Sync.ResyncInterval, "sync.verifyInterval": c.Sync.VerifyInterval, "sync.deleteGracePeriod": c.Sync.DeleteGracePeriod} {
+		if d < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	if c.Sync.Workers < 1 || c.Sync.Workers > 256 {
+		bad("sync.workers", "must be between 1 and 256, got %d", c.Sync.Workers)
+	}
+	if c.Sync.FlushInterval.D() <= 0 || c.Sync.FlushInterval.D() > time.Second {
+		bad("sync.flushInterval", "must be between 1ns and 1s")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format", "%q is not json or text", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether a listen address binds only to loopback
+// ("127.0.0.1:8080", "[::1]:8080", "localhost:8080"). ":8080" binds all
+// interfaces and is not loopback.
+func IsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

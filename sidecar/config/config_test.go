@@ -1,0 +1,162 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "portbridge.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	p := write(t, `
+server:
+  listen: 127.0.0.1:9090
+  token: ${SIDECAR_TOKEN}
+  maxRequestBytes: ${MAX_BYTES:-4096}
+backstage:
+  baseUrl: http://backstage:7007
+  token: "${BS_TOKEN}"
+port:
+  clientId: id
+  clientSecret: ${PORT_SECRET}
+sync:
+  policy: upsert-only
+  deleteGracePeriod: 45s
+mapping:
+  file: cost$$.yaml
+`)
+	cfg, err := Load(p, env(map[string]string{
+		"SIDECAR_TOKEN": "tok-123456", "BS_TOKEN": "true", "PORT_SECRET": "s3cret",
+		"PORTBRIDGE_SYNC_WORKERS": "7", "PORTBRIDGE_PORT_CLIENT_ID": "override-id", "PORTBRIDGE_SYNC_RESYNC_INTERVAL": "2h",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", cfg.Server.Listen, "127.0.0.1:9090"},
+		{"token", cfg.Server.Token, "tok-123456"},
+		{"default in ${:-}", cfg.Server.MaxRequestBytes, int64(4096)},
+		{"quoted stays a string", cfg.Backstage.Token, "true"},
+		{"env override", cfg.Port.ClientID, "override-id"},
+		{"env int", cfg.Sync.Workers, 7},
+		{"env duration", cfg.Sync.ResyncInterval.D(), 2 * time.Hour},
+		{"file duration", cfg.Sync.DeleteGracePeriod.D(), 45 * time.Second},
+		{"default kept", cfg.Backstage.PageSize, 500},
+		{"escaped dollar", cfg.Mapping.File, "cost$.yaml"},
+		{"policy", cfg.Sync.Policy, "upsert-only"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	secrets := strings.Join(cfg.Secrets(), ",")
+	if secrets != "tok-123456,true,s3cret" {
+		t.Errorf("secrets %q", secrets)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		body string
+		env  map[string]string
+		want []string // substrings of the error
+	}{
+		{"unknown key", "server:\n  token: x\n  lisen: :80\n", nil, []string{"line 3", "unknown key server.lisen"}},
+		{"unknown section", "sever:\n  token: x\n", nil, []string{"line 1", "unknown key sever"}},
+		{"invalid yaml", "server: [\n", nil, []string{"portbridge.yaml", "yaml"}},
+		{"bad type", "server:\n  token: x\n  maxRequestBytes: lots\n", nil, []string{"line 3", "lots"}},
+		{"bad duration", "server:\n  token: x\nsync:\n  resyncInterval: soon\n", nil, []string{"line 4", "not a duration"}},
+		{"missing env var", "server:\n  token: ${NOPE}\n", nil, []string{"line 2", "NOPE is not set"}},
+		{"no token", "server:\n  listen: :8080\n", nil, []string{"key server.token", "PORTBRIDGE_SERVER_TOKEN"}},
+		{"no auth off loopback", "server:\n  listen: :8080\n  allowNoAuth: true\n", nil, []string{"key server.allowNoAuth", "loopback"}},
+		{"bad policy", "server:\n  token: x\nsync:\n  policy: mirror\n", nil, []string{"key sync.policy", "mirror"}},
+		{"bad url", "server:\n  token: x\nport:\n  baseUrl: api.port.io\n", nil, []string{"key port.baseUrl"}},
+		{"half tls", "server:\n  token: x\n  tls:\n    certFile: a.pem\n", nil, []string{"key server.tls"}},
+		{"section not mapping", "server: yes\n", nil, []string{"line 1", "server must be a mapping"}},
+		{"bad env override", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_SYNC_WORKERS": "many"}, []string{"PORTBRIDGE_SYNC_WORKERS", "sync.workers", "not an integer"}},
+		{"several problems at once", "server:\n  token: x\nsync:\n  workers: 0\nlog:\n  level: loud\n", nil, []string{"sync.workers", "log.level"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := write(t, c.body)
+			_, err := Load(p, env(c.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := Load("/nonexistent/portbridge.yaml", env(nil)); err == nil || !strings.Contains(err.Error(), "/nonexistent/portbridge.yaml") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	t.Parallel()
+	p := write(t, "server:\n  token: supersecret-token\n  listen: ''\n")
+	_, err := Load(p, env(nil))
+	if err == nil || strings.Contains(err.Error(), "supersecret") {
+		t.Fatalf("error %v", err)
+	}
+}
+
+func TestEnvOnlyAndFields(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("", env(map[string]string{"PORTBRIDGE_SERVER_TOKEN": "t", "PORTBRIDGE_SERVER_ALLOW_NO_AUTH": "true"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Server.AllowNoAuth {
+		t.Error("bool override not applied")
+	}
+	seen := map[string]bool{}
+	for _, f := range Fields(cfg) {
+		if seen[f.Env] {
+			t.Errorf("duplicate env name %s", f.Env)
+		}
+		seen[f.Env] = true
+		if f.Desc == "" {
+			t.Errorf("key %s has no description", f.Key)
+		}
+	}
+	for _, want := range []string{"PORTBRIDGE_PORT_CLIENT_SECRET", "PORTBRIDGE_SERVER_TLS_CERT_FILE", "PORTBRIDGE_MAPPING_INITIALIZE_PORT_RESOURCES"} {
+		if !seen[want] {
+			t.Errorf("no field for %s", want)
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{"127.0.0.1:80": true, "[::1]:80": true, "localhost:1": true, ":8080": false, "0.0.0.0:80": false, "10.0.0.1:80": false, "junk": false} {
+		if IsLoopback(addr) != want {
+			t.Errorf("IsLoopback(%q) != %v", addr, want)
+		}
+	}
+}
