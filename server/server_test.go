@@ -129,6 +129,14 @@ func h2cClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// http1Client is a plain HTTP/1.1 client, like curl, whose connections are
+// closed when the test ends.
+func http1Client(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
 // bearer adds the token to every call of a Connect client, unary and
 // streaming.
 func bearer(token string) connect.ClientOption {
@@ -355,11 +363,12 @@ func TestHTTPEndpoints(t *testing.T) {
 			t.Parallel()
 			url, _ := startServer(t, defaultConfig(), &memBackend{readyErr: tt.readyErr})
 			// One call first so the RPC metrics have a series.
-			c := portbridgev1connect.NewBridgeServiceClient(http.DefaultClient, url, bearer(testToken))
+			hc := http1Client(t)
+			c := portbridgev1connect.NewBridgeServiceClient(hc, url, bearer(testToken))
 			if _, err := c.GetStatus(context.Background(), connect.NewRequest(&portbridgev1.GetStatusRequest{})); err != nil {
 				t.Fatal(err)
 			}
-			resp, err := http.Get(url + tt.path)
+			resp, err := hc.Get(url + tt.path)
 			if err != nil {
 				t.Fatal(err)
 			}

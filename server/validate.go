@@ -106,7 +106,7 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 	case c.ObservedAt == nil:
 		c.ObservedAt = timestamppb.New(now)
 	case c.ObservedAt.CheckValid() != nil:
-		vs.add(p+".observed_at", "%v", c.ObservedAt.CheckValid())
+		vs.add(p+".observed_at", "invalid timestamp (seconds %d, nanos %d)", c.ObservedAt.GetSeconds(), c.ObservedAt.GetNanos())
 	case c.ObservedAt.AsTime().After(now.Add(maxFutureSkew)):
 		vs.add(p+".observed_at", "%s is more than %s in the future",
 			c.ObservedAt.AsTime().Format(time.RFC3339), maxFutureSkew)
