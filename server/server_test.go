@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,79 +17,10 @@ import (
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
+	"github.com/portbridge/portbridge/server/servertest"
 )
 
 const testToken = "s3cret-token"
-
-// memBackend is an in-memory Backend: it records what it is given and
-// returns the errors it is told to.
-type memBackend struct {
-	mu          sync.Mutex
-	batches     [][]*portbridgev1.Change
-	snapshots   []bool
-	sources     []string
-	publishErrs []error // returned by successive Publish calls, then nil
-	readyErr    error
-	statusErr   error
-	previewErr  error
-	resyncs     int
-}
-
-func (b *memBackend) Publish(_ context.Context, changes []*portbridgev1.Change, fullSnapshot bool, source string) (uint64, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.publishErrs) > 0 {
-		err := b.publishErrs[0]
-		b.publishErrs = b.publishErrs[1:]
-		if err != nil {
-			return 0, err
-		}
-	}
-	b.batches = append(b.batches, changes)
-	b.snapshots = append(b.snapshots, fullSnapshot)
-	b.sources = append(b.sources, source)
-	var n uint64
-	for _, batch := range b.batches {
-		n += uint64(len(batch))
-	}
-	return n, nil
-}
-
-func (b *memBackend) TriggerResync(_ context.Context, reason string, _ bool) (string, bool, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.resyncs++
-	return "resync-" + reason, b.resyncs > 1, nil
-}
-
-func (b *memBackend) Status(context.Context) (*portbridgev1.GetStatusResponse, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.statusErr != nil {
-		return nil, b.statusErr
-	}
-	var n uint64
-	for _, batch := range b.batches {
-		n += uint64(len(batch))
-	}
-	return &portbridgev1.GetStatusResponse{Queue: &portbridgev1.QueueStatus{Depth: n}}, nil
-}
-
-func (b *memBackend) PreviewMapping(_ context.Context, entity map[string]any, _ string) (*portbridgev1.PreviewMappingResponse, error) {
-	if b.previewErr != nil {
-		return nil, b.previewErr
-	}
-	name := entity["metadata"].(map[string]any)["name"].(string)
-	return &portbridgev1.PreviewMappingResponse{Entities: []*portbridgev1.MappedEntity{{Blueprint: "service", Identifier: name}}}, nil
-}
-
-func (b *memBackend) Ready(context.Context) error { return b.readyErr }
-
-func (b *memBackend) stored() [][]*portbridgev1.Change {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([][]*portbridgev1.Change(nil), b.batches...)
-}
 
 // startServer serves a Server on a 127.0.0.1 port through Serve (h2c) until
 // the test ends, and returns its base URL.
@@ -199,7 +129,7 @@ func TestConnectProtocols(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := &memBackend{}
+			b := &servertest.Backend{}
 			url, _ := startServer(t, defaultConfig(), b)
 			c := portbridgev1connect.NewBridgeServiceClient(h2cClient(t), url, append(tt.opts, bearer(testToken))...)
 			ctx := context.Background()
@@ -213,7 +143,7 @@ func TestConnectProtocols(t *testing.T) {
 			if resp.Msg.Accepted != 2 || resp.Msg.QueueDepth != 2 {
 				t.Errorf("response = %v, want accepted 2, depth 2", resp.Msg)
 			}
-			got := b.stored()
+			got := b.Batches()
 			if len(got) != 1 || got[0][0].EntityRef != "component:default/petstore" || got[0][0].ObservedAt == nil {
 				t.Errorf("stored %v, want the ref lower-cased and observed_at set", got)
 			}
@@ -281,7 +211,7 @@ func TestStreamChanges(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			for _, proto := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {
-				b := &memBackend{}
+				b := &servertest.Backend{}
 				url, _ := startServer(t, defaultConfig(), b)
 				c := portbridgev1connect.NewBridgeServiceClient(h2cClient(t), url, proto, bearer(testToken))
 				stream := c.StreamChanges(context.Background())
@@ -298,13 +228,13 @@ func TestStreamChanges(t *testing.T) {
 					if resp.Msg.Accepted != 4 || resp.Msg.Messages != 3 || resp.Msg.QueueDepth != 4 {
 						t.Errorf("response = %v", resp.Msg)
 					}
-					if b.sources[2] != "bs" || !b.snapshots[2] || b.snapshots[0] {
-						t.Errorf("sources %v snapshots %v: want source of the first message and the flag of the third", b.sources, b.snapshots)
+					if b.Sources()[2] != "bs" || !b.Snapshots()[2] || b.Snapshots()[0] {
+						t.Errorf("sources %v snapshots %v: want source of the first message and the flag of the third", b.Sources(), b.Snapshots())
 					}
 				} else if connect.CodeOf(err) != tt.wantCode || !strings.Contains(err.Error(), tt.wantMsg) {
 					t.Errorf("error = %v, want %v naming %q", err, tt.wantCode, tt.wantMsg)
 				}
-				if got := len(b.stored()); got != tt.wantStored {
+				if got := len(b.Batches()); got != tt.wantStored {
 					t.Errorf("stored %d batches, want %d", got, tt.wantStored)
 				}
 			}
@@ -314,10 +244,10 @@ func TestStreamChanges(t *testing.T) {
 
 func TestBackendErrors(t *testing.T) {
 	t.Parallel()
-	b := &memBackend{
-		publishErrs: []error{errors.New("disk full")},
-		statusErr:   errors.New("bolt closed"),
-		previewErr:  fmt.Errorf("mapping engine: %w", ErrUnimplemented),
+	b := &servertest.Backend{
+		PublishErrs: []error{errors.New("disk full")},
+		StatusErr:   errors.New("bolt closed"),
+		PreviewErr:  fmt.Errorf("mapping engine: %w", ErrUnimplemented),
 	}
 	url, _ := startServer(t, defaultConfig(), b)
 	c := portbridgev1connect.NewBridgeServiceClient(h2cClient(t), url, connect.WithGRPC(), bearer(testToken))
@@ -361,7 +291,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			url, _ := startServer(t, defaultConfig(), &memBackend{readyErr: tt.readyErr})
+			url, _ := startServer(t, defaultConfig(), &servertest.Backend{ReadyErr: tt.readyErr})
 			// One call first so the RPC metrics have a series.
 			hc := http1Client(t)
 			c := portbridgev1connect.NewBridgeServiceClient(hc, url, bearer(testToken))
@@ -390,14 +320,14 @@ func TestNew(t *testing.T) {
 		backend Backend
 		wantErr string
 	}{
-		{"ok", Config{Token: "tok-9f3a"}, &memBackend{}, ""},
-		{"no auth allowed", Config{AllowNoAuth: true}, &memBackend{}, ""},
-		{"empty token", Config{}, &memBackend{}, "token is empty"},
-		{"token with spaces", Config{Token: " tok-9f3a"}, &memBackend{}, "whitespace"},
+		{"ok", Config{Token: "tok-9f3a"}, &servertest.Backend{}, ""},
+		{"no auth allowed", Config{AllowNoAuth: true}, &servertest.Backend{}, ""},
+		{"empty token", Config{}, &servertest.Backend{}, "token is empty"},
+		{"token with spaces", Config{Token: " tok-9f3a"}, &servertest.Backend{}, "whitespace"},
 		{"nil backend", Config{Token: "tok-9f3a"}, nil, "backend is nil"},
-		{"negative size", Config{Token: "tok-9f3a", MaxRequestBytes: -1}, &memBackend{}, "negative"},
-		{"huge size", Config{Token: "tok-9f3a", MaxRequestBytes: 2 << 30}, &memBackend{}, "above 1 GiB"},
-		{"negative shutdown", Config{Token: "tok-9f3a", ShutdownTimeout: -time.Second}, &memBackend{}, "negative"},
+		{"negative size", Config{Token: "tok-9f3a", MaxRequestBytes: -1}, &servertest.Backend{}, "negative"},
+		{"huge size", Config{Token: "tok-9f3a", MaxRequestBytes: 2 << 30}, &servertest.Backend{}, "above 1 GiB"},
+		{"negative shutdown", Config{Token: "tok-9f3a", ShutdownTimeout: -time.Second}, &servertest.Backend{}, "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,10 +350,10 @@ func TestSharedRegistry(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.Registry = prometheus.NewRegistry()
-	if _, err := New(cfg, &memBackend{}); err != nil {
+	if _, err := New(cfg, &servertest.Backend{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg, &memBackend{}); err != nil {
+	if _, err := New(cfg, &servertest.Backend{}); err != nil {
 		t.Fatalf("second server on the same registry: %v", err)
 	}
 }

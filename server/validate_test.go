@@ -14,6 +14,7 @@ import (
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
+	"github.com/portbridge/portbridge/server/servertest"
 )
 
 func rawUpsert(t *testing.T, ref string, e map[string]any) *portbridgev1.Change {
@@ -92,7 +93,7 @@ func TestPublishValidation(t *testing.T) {
 			return c
 		}, "changes[1].observed_at", "invalid"},
 	}
-	b := &memBackend{}
+	b := &servertest.Backend{}
 	url, _ := startServer(t, defaultConfig(), b)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +125,7 @@ func TestPublishValidation(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		if got := b.stored(); len(got) != 0 {
+		if got := b.Batches(); len(got) != 0 {
 			t.Errorf("backend stored %d batches from rejected requests", len(got))
 		}
 	})
@@ -160,7 +161,7 @@ func TestPublishValidationAcceptsAndNormalises(t *testing.T) {
 
 func TestPublishEmptyBatch(t *testing.T) {
 	t.Parallel()
-	b := &memBackend{}
+	b := &servertest.Backend{}
 	url, _ := startServer(t, defaultConfig(), b)
 	c := portbridgev1connect.NewBridgeServiceClient(h2cClient(t), url, bearer(testToken))
 	_, err := c.PublishChanges(context.Background(), connect.NewRequest(&portbridgev1.PublishChangesRequest{}))

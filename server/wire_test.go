@@ -2,23 +2,13 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -34,6 +24,7 @@ import (
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
+	"github.com/portbridge/portbridge/server/servertest"
 )
 
 // TestConnectJSONOverHTTP1 calls the service the way curl does: a plain
@@ -79,7 +70,7 @@ func TestConnectJSONOverHTTP1(t *testing.T) {
 			400, "invalid_argument", "changes[1].upserted.entity.metadata.name: required"},
 		{"oversized", publish, "Bearer " + testToken, big, 429, "resource_exhausted", "larger than"},
 	}
-	b := &memBackend{}
+	b := &servertest.Backend{}
 	cfg := defaultConfig()
 	cfg.MaxRequestBytes = 1024
 	url, _ := startServer(t, cfg, b)
@@ -124,7 +115,7 @@ func TestConnectJSONOverHTTP1(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		for _, batch := range b.stored() {
+		for _, batch := range b.Batches() {
 			if len(batch) != 1 || batch[0].EntityRef != "component:default/petstore" {
 				t.Errorf("stored %v; only the valid publish should be stored", batch)
 			}
@@ -138,7 +129,7 @@ func TestOversizedMessages(t *testing.T) {
 	t.Parallel()
 	cfg := defaultConfig()
 	cfg.MaxRequestBytes = 1024
-	b := &memBackend{}
+	b := &servertest.Backend{}
 	url, _ := startServer(t, cfg, b)
 	huge := &portbridgev1.PublishChangesRequest{Changes: []*portbridgev1.Change{del("component:default/a")}, Source: strings.Repeat("x", 4096)}
 	for _, tt := range []struct {
@@ -164,7 +155,7 @@ func TestOversizedMessages(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		if n := len(b.stored()); n != 0 {
+		if n := len(b.Batches()); n != 0 {
 			t.Errorf("stored %d oversized batches", n)
 		}
 	})
@@ -188,7 +179,7 @@ func withToken(ctx context.Context, token string) context.Context {
 // TestGRPCGoClient uses the plain grpc-go stubs (bridge_grpc.pb.go).
 func TestGRPCGoClient(t *testing.T) {
 	t.Parallel()
-	b := &memBackend{}
+	b := &servertest.Backend{}
 	url, _ := startServer(t, defaultConfig(), b)
 	c := portbridgev1.NewBridgeServiceClient(dialGRPC(t, url, insecure.NewCredentials()))
 	ctx := context.Background()
@@ -240,7 +231,7 @@ func TestGRPCGoClient(t *testing.T) {
 	if err != nil || sresp.Accepted != 3 || sresp.Messages != 3 {
 		t.Errorf("StreamChanges = %v, %v", sresp, err)
 	}
-	if n := len(b.stored()); n != 4 {
+	if n := len(b.Batches()); n != 4 {
 		t.Errorf("stored %d batches, want 4", n)
 	}
 }
@@ -262,7 +253,7 @@ func TestGRPCHealth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			url, _ := startServer(t, defaultConfig(), &memBackend{readyErr: tt.readyErr})
+			url, _ := startServer(t, defaultConfig(), &servertest.Backend{ReadyErr: tt.readyErr})
 			// No token: health needs none.
 			resp, err := healthpb.NewHealthClient(dialGRPC(t, url, insecure.NewCredentials())).
 				Check(context.Background(), &healthpb.HealthCheckRequest{Service: tt.service})
@@ -278,7 +269,7 @@ func TestGRPCHealth(t *testing.T) {
 
 func TestReflection(t *testing.T) {
 	t.Parallel()
-	url, _ := startServer(t, defaultConfig(), &memBackend{})
+	url, _ := startServer(t, defaultConfig(), &servertest.Backend{})
 	conn := dialGRPC(t, url, insecure.NewCredentials())
 	want := []string{"portbridge.v1.BridgeService", "grpc.health.v1.Health"}
 	ctx := context.Background()
@@ -331,56 +322,17 @@ func TestReflection(t *testing.T) {
 
 func TestNoAuthOnLoopback(t *testing.T) {
 	t.Parallel()
-	url, _ := startServer(t, Config{AllowNoAuth: true}, &memBackend{})
+	url, _ := startServer(t, Config{AllowNoAuth: true}, &servertest.Backend{})
 	c := portbridgev1.NewBridgeServiceClient(dialGRPC(t, url, insecure.NewCredentials()))
 	if _, err := c.GetStatus(context.Background(), &portbridgev1.GetStatusRequest{}); err != nil {
 		t.Errorf("GetStatus without token on a no-auth server: %v", err)
 	}
 }
 
-// selfSigned writes a certificate and key for 127.0.0.1 and returns their
-// paths and a pool that trusts the certificate.
-func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "portbridge-test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
-
 func TestServeTLS(t *testing.T) {
 	t.Parallel()
-	certFile, keyFile, pool := selfSigned(t)
-	srv, err := New(defaultConfig(), &memBackend{})
+	certFile, keyFile, pool := servertest.SelfSignedTLS(t)
+	srv, err := New(defaultConfig(), &servertest.Backend{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,8 +359,8 @@ func TestServeTLS(t *testing.T) {
 
 func TestServeErrors(t *testing.T) {
 	t.Parallel()
-	certFile, _, _ := selfSigned(t)
-	srv, err := New(defaultConfig(), &memBackend{})
+	certFile, _, _ := servertest.SelfSignedTLS(t)
+	srv, err := New(defaultConfig(), &servertest.Backend{})
 	if err != nil {
 		t.Fatal(err)
 	}
