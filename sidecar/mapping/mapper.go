@@ -1,0 +1,642 @@
+package mapping
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/itchyny/gojq"
+
+	"github.com/portbridge/portbridge/sidecar/port"
+)
+
+// Defaults for Options.
+const (
+	DefaultTimeout        = time.Second
+	DefaultMaxOutputBytes = 1 << 20
+)
+
+// Options tune a Mapper.
+type Options struct {
+	// AllowEnv makes $ENV and env visible to jq. Off by default so that a
+	// mapping cannot copy the sidecar's secrets into Port.
+	AllowEnv bool
+	// Timeout bounds the mapping of one entity (default 1s).
+	Timeout time.Duration
+	// MaxOutputBytes bounds the canonical JSON of one mapped entity
+	// (default 1 MiB, Port's request limit).
+	MaxOutputBytes int
+	// Blueprints tell which relations are many:true and which properties
+	// are objects. Nil means DefaultBlueprints().
+	Blueprints []port.Blueprint
+}
+
+// Mapper maps Backstage entities to Port entities. It is safe for
+// concurrent use.
+type Mapper struct {
+	cfg       *Config
+	opts      Options
+	bps       blueprintIndex
+	resources []*compiled
+	byKind    map[string][]int // lower-case kind -> resource indexes
+	star      []int            // resources with kind "*"
+	kinds     []string
+	finger    string
+	bufs      sync.Pool
+}
+
+// Mapped is one Port entity produced by one resource from one Backstage
+// entity.
+type Mapped struct {
+	ResourceIndex int
+	Kind          string // the resource's kind as written in the mapping
+	Blueprint     string
+	// Identifier is the entity identifier. For a search-query identifier
+	// (SearchIdentifier true) it is the query's canonical JSON.
+	Identifier       string
+	SearchIdentifier bool
+	// Entity is the Port entity. Its values may share memory with the
+	// input entity: treat both as read-only.
+	Entity port.Entity
+	// JSON is Entity's canonical encoding (sorted keys, as encoding/json
+	// would produce for port.Entity), ready to send.
+	JSON []byte
+	// Hash is xxhash64 of the blueprint, a NUL byte and JSON. It does not
+	// change when Backstage only reorders keys.
+	Hash uint64
+}
+
+// Warning is a problem with one field of one resource's mapping. A field
+// warning leaves the field null; a skip drops the entity for that resource.
+// ResourceIndex is -1 for problems with the input entity itself.
+type Warning struct {
+	ResourceIndex int
+	Field         string
+	Message       string
+}
+
+// Result is what one Backstage entity mapped to.
+type Result struct {
+	Entities []Mapped
+	// Warnings are field errors: the field was set to null.
+	Warnings []Warning
+	// Skipped lists resources that produced no entity, with the reason:
+	// a missing or invalid identifier or blueprint, a selector error
+	// (Field "selector.query"), a time or size limit.
+	Skipped []Warning
+	// Unselected lists resources whose selector returned false.
+	Unselected []int
+}
+
+// blueprintIndex answers schema questions about blueprints by identifier.
+type blueprintIndex map[string]*port.Blueprint
+
+func newBlueprintIndex(bps []port.Blueprint) blueprintIndex {
+	idx := make(blueprintIndex, len(bps))
+	for i := range bps {
+		idx[bps[i].Identifier] = &bps[i]
+	}
+	return idx
+}
+
+func (b blueprintIndex) many(blueprint, relation string) bool {
+	if bp := b[blueprint]; bp != nil {
+		return bp.Relations[relation].Many
+	}
+	return false
+}
+
+func (b blueprintIndex) objectProperty(blueprint, prop string) bool {
+	if bp := b[blueprint]; bp != nil {
+		return bp.Schema.Properties[prop].Type == "object"
+	}
+	return false
+}
+
+// New compiles every jq expression of cfg once.
+func New(cfg *Config, opts Options) (*Mapper, error) {
+	if cfg == nil {
+		return nil, errors.New("mapping: nil config")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.MaxOutputBytes <= 0 {
+		opts.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if opts.Blueprints == nil {
+		opts.Blueprints = DefaultBlueprints()
+	}
+	m := &Mapper{cfg: cfg, opts: opts, bps: newBlueprintIndex(opts.Blueprints), byKind: map[string][]int{}}
+	m.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	copts := compilerOptions(opts.AllowEnv)
+	for i := range cfg.Resources {
+		c, err := compileResource(cfg.Name, i, &cfg.Resources[i], m.bps, copts)
+		if err != nil {
+			return nil, err
+		}
+		m.resources = append(m.resources, c)
+		if c.kindLower == "*" {
+			m.star = append(m.star, i)
+		} else {
+			if m.byKind[c.kindLower] == nil {
+				m.kinds = append(m.kinds, c.kindLower)
+			}
+			m.byKind[c.kindLower] = append(m.byKind[c.kindLower], i)
+		}
+	}
+	if len(m.star) > 0 {
+		m.kinds = append(m.kinds, "*")
+	}
+	m.finger = m.fingerprint()
+	return m, nil
+}
+
+// Kinds returns the lower-case kinds the resources select, in mapping order.
+// "*" means the mapping also takes every other kind.
+func (m *Mapper) Kinds() []string { return slices.Clone(m.kinds) }
+
+// Config returns the configuration the Mapper was built from.
+func (m *Mapper) Config() *Config { return m.cfg }
+
+// Fingerprint changes when the mapping, the sandbox options or the blueprint
+// facts the mapping depends on (many-relations, object properties) change.
+// Combine it with Hash to force a re-push after a mapping change.
+func (m *Mapper) Fingerprint() string { return m.finger }
+
+func (m *Mapper) fingerprint() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "portbridge-mapping-v1\x00env=%t\x00max=%d\x00", m.opts.AllowEnv, m.opts.MaxOutputBytes)
+	for _, c := range m.resources {
+		fmt.Fprintf(h, "kind=%s\x00items=%s\x00%s\x00%t\x00", c.res.Kind, c.itemsSrc, c.res.ItemsToParseName, c.res.ItemsToParseTopLevelTransform)
+		for _, s := range c.slots {
+			fmt.Fprintf(h, "%s=%t:%s\x00", s.field, s.all, s.expr)
+		}
+		bps := []string{c.constBlueprint}
+		if c.constBlueprint == "" {
+			bps = sortedKeys(m.bps)
+		}
+		for _, bp := range bps {
+			for _, r := range c.rels {
+				fmt.Fprintf(h, "many %s.%s=%t\x00", bp, r.name, m.bps.many(bp, r.name))
+			}
+			for _, p := range c.props {
+				fmt.Fprintf(h, "object %s.%s=%t\x00", bp, p.name, m.bps.objectProperty(bp, p.name))
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// ManagedBlueprints returns the blueprints the mapping writes to, as far as
+// they are constants in the mapping, sorted.
+func (c *Config) ManagedBlueprints() []string {
+	seen := map[string]bool{}
+	for i := range c.Resources {
+		if bp := constString(normalizeQuotes(c.Resources[i].Mappings.Blueprint)); bp != "" {
+			seen[bp] = true
+		}
+	}
+	return sortedKeys(seen)
+}
+
+// Map maps one Backstage entity (as decoded from the catalog API's JSON) with
+// every resource whose kind matches. It never panics; problems are reported
+// per field and per resource in the Result.
+func (m *Mapper) Map(ctx context.Context, entity map[string]any) (res Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Message: fmt.Sprintf("internal error while mapping: %v\n%s", p, debug.Stack())})
+		}
+	}()
+	kind, _ := entity["kind"].(string)
+	if kind == "" {
+		res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Field: "kind", Message: "entity has no kind"})
+		return res
+	}
+	idxs := m.resourcesFor(kind)
+	if len(idxs) == 0 {
+		return res
+	}
+	input, err := enrich(entity, kind)
+	if err != nil {
+		res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Field: "metadata", Message: err.Error()})
+		return res
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
+	defer cancel()
+	for _, i := range idxs {
+		m.mapResource(ctx, m.resources[i], input, &res)
+	}
+	return res
+}
+
+func (m *Mapper) resourcesFor(kind string) []int {
+	if idx, ok := m.byKind[kind]; ok {
+		return idx
+	}
+	lower := strings.ToLower(kind)
+	if idx, ok := m.byKind[lower]; ok {
+		return idx
+	}
+	return m.star
+}
+
+// enrich returns a shallow copy of entity with metadata.identifier set to
+// lower(kind:namespace/name), as Port's Backstage integration does.
+func enrich(entity map[string]any, kind string) (map[string]any, error) {
+	meta, _ := entity["metadata"].(map[string]any)
+	if meta == nil {
+		return nil, fmt.Errorf("%s entity has no metadata", kind)
+	}
+	name, _ := meta["name"].(string)
+	if name == "" {
+		return nil, fmt.Errorf("%s entity has no metadata.name", kind)
+	}
+	ns, _ := meta["namespace"].(string)
+	if ns == "" {
+		ns = "default"
+	}
+	meta2 := make(map[string]any, len(meta)+1)
+	for k, v := range meta {
+		meta2[k] = v
+	}
+	meta2["identifier"] = strings.ToLower(kind + ":" + ns + "/" + name)
+	out := make(map[string]any, len(entity))
+	for k, v := range entity {
+		out[k] = v
+	}
+	out["metadata"] = meta2
+	return out, nil
+}
+
+func (m *Mapper) mapResource(ctx context.Context, c *compiled, input map[string]any, res *Result) {
+	if c.items == nil {
+		m.mapOne(ctx, c, input, res)
+		return
+	}
+	v, err := runFirst(ctx, c.items, input)
+	if err != nil {
+		res.Skipped = append(res.Skipped, Warning{c.index, "itemsToParse", describeRunError(err, m.opts.Timeout)})
+		return
+	}
+	items, ok := v.([]any)
+	if !ok {
+		res.Skipped = append(res.Skipped, Warning{c.index, "itemsToParse", "expected an array, got " + typeName(v)})
+		return
+	}
+	parent := input
+	if c.itemsDel != nil {
+		if v, err := runFirst(ctx, c.itemsDel, input); err == nil {
+			if p, ok := v.(map[string]any); ok {
+				parent = p
+			}
+		}
+	}
+	for _, item := range items {
+		in := make(map[string]any, len(parent)+1)
+		for k, v := range parent {
+			in[k] = v
+		}
+		in[c.res.ItemsToParseName] = item
+		m.mapOne(ctx, c, in, res)
+	}
+}
+
+func runFirst(ctx context.Context, code *gojq.Code, input any) (any, error) {
+	v, ok := code.RunWithContext(ctx, input).Next()
+	if !ok {
+		return nil, errors.New("no output")
+	}
+	if err, ok := v.(error); ok {
+		return nil, err
+	}
+	return v, nil
+}
+
+func describeRunError(err error, limit time.Duration) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("mapping took longer than the %v limit per entity (an expression that never ends?)", limit)
+	case errors.Is(err, context.Canceled):
+		return "mapping cancelled"
+	}
+	var he *gojq.HaltError
+	if errors.As(err, &he) {
+		return "jq halted: " + err.Error()
+	}
+	return "jq error: " + err.Error()
+}
+
+func (m *Mapper) mapOne(ctx context.Context, c *compiled, input map[string]any, res *Result) {
+	v, err := runFirst(ctx, c.code, input)
+	if err != nil {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", describeRunError(err, m.opts.Timeout)})
+		return
+	}
+	raw, _ := v.([]any)
+	m.finish(c, raw, res)
+}
+
+// finish turns one run's slot results into a Mapped entity (or a skip).
+func (m *Mapper) finish(c *compiled, raw []any, res *Result) {
+	if len(raw) == 0 {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", "internal error: mapping program returned no slots"})
+		return
+	}
+	sel, selErr := leaf(raw[0], false)
+	switch {
+	case selErr != "":
+		res.Skipped = append(res.Skipped, Warning{c.index, "selector.query", "jq error: " + selErr})
+		return
+	case sel == false:
+		res.Unselected = append(res.Unselected, c.index)
+		return
+	case sel != true:
+		res.Skipped = append(res.Skipped, Warning{c.index, "selector.query", "selector must return a boolean, got " + typeName(sel) + " " + preview(sel)})
+		return
+	}
+	if len(raw) != len(c.slots) {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", "internal error: mapping program returned a wrong number of slots"})
+		return
+	}
+	f := finisher{c: c, raw: raw, res: res}
+	bpv := f.value(c.blueprint)
+	bp, _ := bpv.(string)
+	if bp == "" {
+		res.Skipped = append(res.Skipped, Warning{c.index, "blueprint", "blueprint is " + describeEmpty(bpv)})
+		return
+	}
+	out := Mapped{ResourceIndex: c.index, Kind: c.res.Kind, Blueprint: bp}
+	idv := f.build(c.ident)
+	switch id := idv.(type) {
+	case string:
+		if err := ValidIdentifier(id); err != nil {
+			res.Skipped = append(res.Skipped, Warning{c.index, "identifier", err.Error()})
+			return
+		}
+		out.Identifier = id
+	case map[string]any:
+		out.SearchIdentifier = true
+	default:
+		res.Skipped = append(res.Skipped, Warning{c.index, "identifier", "identifier is " + describeEmpty(idv)})
+		return
+	}
+	e := &out.Entity
+	e.Identifier = idv
+	e.Title = f.str(c.title, "title")
+	e.Icon = f.str(c.icon, "icon")
+	if c.team != nil {
+		e.Team = f.build(c.team)
+	}
+	if len(c.props) > 0 {
+		e.Properties = make(map[string]any, len(c.props))
+		for _, p := range c.props {
+			v := f.value(p.slot)
+			if s, ok := v.(string); ok && m.bps.objectProperty(bp, p.name) {
+				v = f.parseObject(s, "properties."+p.name)
+			}
+			e.Properties[p.name] = v
+		}
+	}
+	if len(c.rels) > 0 {
+		e.Relations = make(map[string]any, len(c.rels))
+		for _, r := range c.rels {
+			e.Relations[r.name] = f.relation(r, m.bps.many(bp, r.name))
+		}
+	}
+	bufp := m.bufs.Get().(*[]byte)
+	defer m.bufs.Put(bufp)
+	buf := append((*bufp)[:0], bp...)
+	buf = append(buf, 0)
+	start := len(buf)
+	buf, err := appendEntity(buf, e)
+	*bufp = buf
+	if err != nil {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", "encoding the mapped entity: " + err.Error()})
+		return
+	}
+	if n := len(buf) - start; n > m.opts.MaxOutputBytes {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", fmt.Sprintf("mapped entity %s is %d bytes, over the %d-byte limit%s", clip(out.Identifier), n, m.opts.MaxOutputBytes, largestField(e))})
+		return
+	}
+	out.Hash = xxhash.Sum64(buf)
+	out.JSON = slices.Clone(buf[start:])
+	if out.SearchIdentifier {
+		id, _ := appendValue(nil, idv)
+		out.Identifier = string(id)
+	}
+	res.Entities = append(res.Entities, out)
+}
+
+type finisher struct {
+	c   *compiled
+	raw []any
+	res *Result
+}
+
+func (f *finisher) warn(slot int, msg string) {
+	f.res.Warnings = append(f.res.Warnings, Warning{f.c.index, f.c.slots[slot].field, msg})
+}
+
+// value is the result of a single-valued slot (null on error, with a warning).
+func (f *finisher) value(slot int) any {
+	if slot < 0 {
+		return nil
+	}
+	v, msg := leaf(f.raw[slot], f.c.slots[slot].all)
+	if msg != "" {
+		f.warn(slot, "jq error: "+msg)
+		return nil
+	}
+	return v
+}
+
+func (f *finisher) str(slot int, what string) string {
+	v := f.value(slot)
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	}
+	f.warn(slot, what+" must be a string, got "+typeName(v))
+	return ""
+}
+
+func (f *finisher) build(t *tmpl) any {
+	switch {
+	case t.slot >= 0:
+		return f.value(t.slot)
+	case t.isArr:
+		out := make([]any, len(t.items))
+		for i, x := range t.items {
+			out[i] = f.build(x)
+		}
+		return out
+	case t.keys != nil:
+		out := make(map[string]any, len(t.keys))
+		for i, k := range t.keys {
+			out[k] = f.build(t.vals[i])
+		}
+		return out
+	}
+	return nil
+}
+
+// relation finishes a relation value: all outputs as an array for a many
+// relation, the first output otherwise; target identifiers are validated.
+func (f *finisher) relation(r relField, many bool) any {
+	if r.t.slot < 0 {
+		return f.build(r.t) // search query: passed to Port as is
+	}
+	s := r.t.slot
+	v, msg := leaf(f.raw[s], f.c.slots[s].all)
+	if msg != "" {
+		f.warn(s, "jq error: "+msg)
+		return nil
+	}
+	if !many {
+		if f.c.slots[s].all { // collected because the blueprint was dynamic
+			if outs := v.([]any); len(outs) > 0 {
+				v = outs[0]
+			} else {
+				v = nil
+			}
+		}
+		if id, ok := v.(string); ok {
+			if err := ValidIdentifier(id); err != nil {
+				f.warn(s, "relation target dropped: "+err.Error())
+				return nil
+			}
+		}
+		return v
+	}
+	outs, _ := v.([]any)
+	if !f.c.slots[s].all { // many in Port but compiled single: cannot happen with constant blueprints
+		outs = []any{v}
+	}
+	targets := make([]any, 0, len(outs))
+	seen := make(map[string]bool, len(outs))
+	var addTarget func(x any)
+	addTarget = func(x any) {
+		switch x := x.(type) {
+		case nil:
+		case string:
+			if err := ValidIdentifier(x); err != nil {
+				f.warn(s, "relation target dropped: "+err.Error())
+				return
+			}
+			if !seen[x] {
+				seen[x] = true
+				targets = append(targets, x)
+			}
+		default:
+			targets = append(targets, x)
+		}
+	}
+	for _, o := range outs {
+		if arr, ok := o.([]any); ok {
+			for _, x := range arr {
+				addTarget(x)
+			}
+			continue
+		}
+		addTarget(o)
+	}
+	return targets
+}
+
+// parseObject turns a JSON or YAML document in a string into an object, for a
+// blueprint property of type object (API definitions).
+func (f *finisher) parseObject(s, field string) any {
+	obj, err := parseDocument(s)
+	if err != nil {
+		f.res.Warnings = append(f.res.Warnings, Warning{f.c.index, field, "the blueprint property is an object and the value is not a JSON or YAML object: " + err.Error()})
+		return nil
+	}
+	return obj
+}
+
+// leaf unpacks a slot result: [] -> null, [x] -> x (or the whole array when
+// all), {"__pb_error": e} -> error message.
+func leaf(raw any, all bool) (any, string) {
+	switch r := raw.(type) {
+	case []any:
+		if all {
+			return r, ""
+		}
+		if len(r) == 0 {
+			return nil, ""
+		}
+		return r[0], ""
+	case map[string]any:
+		e := r[errKey]
+		if s, ok := e.(string); ok {
+			return nil, s
+		}
+		b, _ := appendValue(nil, e)
+		return nil, string(b)
+	}
+	return nil, "unexpected slot result " + typeName(raw)
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case string:
+		return "string"
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case float64, int, int64, json.Number:
+		return "number"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func preview(v any) string {
+	b, err := appendValue(nil, v)
+	if err != nil {
+		return ""
+	}
+	return clip(string(b))
+}
+
+func describeEmpty(v any) string {
+	if v == nil {
+		return "null (the expression gave no value)"
+	}
+	if s, ok := v.(string); ok && s == "" {
+		return "an empty string"
+	}
+	return "a " + typeName(v) + " " + preview(v) + ", not a string"
+}
+
+// largestField names the biggest property, to say what made an entity too big.
+func largestField(e *port.Entity) string {
+	best, size := "", 0
+	for k, v := range e.Properties {
+		b, _ := appendValue(nil, v)
+		if len(b) > size {
+			best, size = k, len(b)
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (largest property %q: %d bytes)", best, size)
+}
