@@ -1,0 +1,427 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
+	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/state"
+)
+
+// maxInflightRefs bounds how many entities the change path works on at once.
+const maxInflightRefs = 512
+
+// pendingRef is the in-memory index entry of one Backstage ref with queued
+// changes. The bodies stay in the state file.
+type pendingRef struct {
+	ref      string
+	seqs     []uint64
+	newest   state.QueueRef
+	due      time.Time
+	busy     bool
+	attempts int
+}
+
+// Publish stores a validated batch durably, then indexes it for the
+// workers. It implements the server's backend.
+func (e *Engine) Publish(ctx context.Context, changes []*portbridgev1.Change, fullSnapshot bool, source string) (uint64, error) {
+	refs, depth, err := e.opts.Store.Enqueue(ctx, changes, fullSnapshot, source)
+	if err != nil {
+		e.setErr(err)
+		return 0, err
+	}
+	e.metrics.received.Add(float64(len(changes)))
+	e.index(refs)
+	if fullSnapshot {
+		// The publisher has no earlier view: deletions it missed are only
+		// found by a full resync.
+		e.requestResync("snapshot", false)
+	}
+	return depth, nil
+}
+
+func (e *Engine) loadQueue() error {
+	var refs []state.QueueRef
+	err := e.opts.Store.QueueScan(func(qc state.QueuedChange) error {
+		refs = append(refs, state.QueueRef{Seq: qc.Seq, Ref: qc.Change.GetEntityRef(), ObservedAt: qc.Change.GetObservedAt().AsTime(),
+			ReceivedAt: qc.ReceivedAt, Deleted: qc.Change.GetDeleted() != nil})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load the queue from %s: %w", e.opts.Store.Path(), err)
+	}
+	if len(refs) > 0 {
+		e.log.Info("replaying queued changes from the state file", "changes", len(refs))
+	}
+	e.index(refs)
+	return nil
+}
+
+// index adds stored changes to the in-memory index. Among changes of one
+// ref the newest observation wins; ties go to the later stored one.
+func (e *Engine) index(refs []state.QueueRef) {
+	e.mu.Lock()
+	for _, r := range refs {
+		p := e.pending[r.Ref]
+		if p == nil {
+			p = &pendingRef{ref: r.Ref}
+			e.pending[r.Ref] = p
+		}
+		p.seqs = append(p.seqs, r.Seq)
+		if len(p.seqs) == 1 || !r.ObservedAt.Before(p.newest.ObservedAt) {
+			p.newest = r
+			p.attempts = 0
+			p.due = time.Time{}
+			if r.Deleted {
+				p.due = r.ReceivedAt.Add(e.opts.DeleteGracePeriod)
+			}
+		}
+	}
+	e.updateQueueGauges()
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// updateQueueGauges refreshes status counters; e.mu must be held.
+func (e *Engine) updateQueueGauges() {
+	retrying, deletions := 0, 0
+	for _, p := range e.pending {
+		if p.attempts > 0 {
+			retrying++
+		}
+		if p.newest.Deleted {
+			deletions++
+		}
+	}
+	e.retrying, e.deletions = retrying, deletions
+	e.metrics.queueDepth.Set(float64(e.opts.Store.QueueDepth()))
+	e.metrics.retrying.Set(float64(retrying))
+}
+
+func (e *Engine) hasPending(ref string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.pending[ref]
+	return ok
+}
+
+// dispatch hands due refs to workers until ctx ends.
+func (e *Engine) dispatch(ctx context.Context) {
+	sem := make(chan struct{}, e.opts.Workers)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		var ready []*pendingRef
+		next := time.Duration(0)
+		e.mu.Lock()
+		for _, p := range e.pending {
+			if p.busy {
+				continue
+			}
+			if wait := p.due.Sub(now); wait > 0 {
+				if next == 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+			if e.inflight+len(ready) >= maxInflightRefs {
+				next = time.Millisecond
+				break
+			}
+			ready = append(ready, p)
+		}
+		// Oldest first, so a burst drains in order.
+		slices.SortFunc(ready, func(a, b *pendingRef) int { return a.newest.ReceivedAt.Compare(b.newest.ReceivedAt) })
+		for _, p := range ready {
+			p.busy = true
+		}
+		e.inflight += len(ready)
+		e.mu.Unlock()
+		for _, p := range ready {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go e.apply(ctx, p, sem)
+		}
+		if next <= 0 {
+			next = time.Hour
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// apply works on one ref: it maps and pushes the newest queued observation
+// (or deletes after the grace period), then records the result and
+// acknowledges the queued changes it covered. The semaphore slot is held
+// only while mapping.
+func (e *Engine) apply(ctx context.Context, p *pendingRef, sem chan struct{}) {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-sem
+		}
+	}
+	defer release()
+
+	e.mu.Lock()
+	seqs := slices.Clone(p.seqs)
+	newest := p.newest
+	e.mu.Unlock()
+
+	err := e.locks.lock(ctx, p.ref)
+	if err != nil {
+		e.finish(p, seqs, err)
+		return
+	}
+	defer e.locks.unlock(p.ref)
+	start := time.Now()
+	err = e.applyRef(ctx, p.ref, newest, release)
+	if err == nil {
+		e.metrics.applySeconds.Observe(time.Since(start).Seconds())
+	}
+	e.finish(p, seqs, err)
+}
+
+// finish acknowledges seqs on success, or schedules a retry.
+func (e *Engine) finish(p *pendingRef, seqs []uint64, err error) {
+	if err == nil {
+		if ackErr := e.opts.Store.QueueAck(seqs...); ackErr != nil {
+			err = ackErr
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.inflight--
+	p.busy = false
+	if err != nil {
+		p.attempts++
+		p.due = time.Now().Add(e.backoff(p.attempts))
+		e.lastErr = err.Error()
+		e.log.Warn("change not applied; will retry", "ref", p.ref, "attempt", p.attempts, "retry_in", time.Until(p.due).Round(time.Millisecond), "error", err)
+		e.updateQueueGauges()
+		return
+	}
+	p.seqs = slices.DeleteFunc(p.seqs, func(s uint64) bool { return slices.Contains(seqs, s) })
+	if len(p.seqs) == 0 {
+		delete(e.pending, p.ref)
+	}
+	p.attempts = 0
+	e.updateQueueGauges()
+	if len(p.seqs) > 0 {
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// errStale marks an observation older than the one already applied.
+var errStale = errors.New("stale observation")
+
+func (e *Engine) applyRef(ctx context.Context, ref string, newest state.QueueRef, release func()) error {
+	recs, found, err := e.opts.Store.Refs([]string{ref})
+	if err != nil {
+		return err
+	}
+	var prev *state.RefRecord
+	if found[0] {
+		prev = &recs[0]
+		if prev.ObservedAt.After(newest.ObservedAt) {
+			e.metrics.stale.Inc()
+			return nil // an older observation never overwrites a newer one
+		}
+	}
+	qc, ok, err := e.opts.Store.QueueGet(newest.Seq)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil // acknowledged meanwhile (e.g. by an earlier run of this ref)
+	}
+	var entity map[string]any
+	if newest.Deleted {
+		// Backstage drops and re-adds entities while it reprocesses them:
+		// delete only if the catalog still says it is gone.
+		got, err := e.opts.Catalog.EntitiesByRefs(ctx, []string{ref}, nil)
+		e.notePeer(&e.catalogPeer, err)
+		if err != nil {
+			return fmt.Errorf("re-check %s in the catalog before deleting: %w", ref, err)
+		}
+		if len(got) == 1 && got[0] != nil {
+			entity = got[0]
+			e.log.Info("deletion cancelled: the entity is back in the catalog", "ref", ref)
+		} else {
+			release()
+			return e.deleteRef(ctx, ref, prev)
+		}
+	} else {
+		entity = qc.Change.GetUpserted().GetEntity().AsMap()
+	}
+	res := e.opts.Mapper.Map(ctx, entity)
+	release()
+	return e.upsertRef(ctx, ref, qc.Change.GetUid(), newest.ObservedAt, entity, res, prev)
+}
+
+// upsertRef pushes the changed outputs of one entity, deletes what it
+// produced before but produces no more, and records the result.
+func (e *Engine) upsertRef(ctx context.Context, ref, uid string, observed time.Time, entity map[string]any, res mapping.Result, prev *state.RefRecord) error {
+	kind := kindOf(ref)
+	e.countMapping(kind, res)
+	keys := make([]state.Key, 0, len(res.Entities))
+	for _, m := range res.Entities {
+		keys = append(keys, state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier})
+	}
+	recs, found, err := e.opts.Store.Lookup(keys)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	var items []pushItem
+	for i, m := range res.Entities {
+		if found[i] && (recs[i].Hash == m.Hash || e.opts.Policy == PolicyCreateOnly) {
+			e.metrics.skips.WithLabelValues(m.Blueprint).Inc()
+			continue
+		}
+		wg.Add(1)
+		items = append(items, pushItem{key: keys[i], hash: m.Hash, ref: ref, kind: kind, entity: m.Entity, done: func(_ bool, err error) {
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			wg.Done()
+		}})
+	}
+	if len(items) > 0 {
+		e.pusher.add(ctx, items...)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// Outputs this entity produced before and no longer does (its selector
+	// stopped matching, or its identifier changed) are deleted.
+	var gone []state.Key
+	if prev != nil {
+		for _, k := range prev.Keys {
+			if !slices.Contains(keys, k) {
+				gone = append(gone, k)
+			}
+		}
+	}
+	if err := e.deleteKeys(ctx, ref, gone); err != nil {
+		return err
+	}
+	if uid == "" {
+		if md, ok := entity["metadata"].(map[string]any); ok {
+			uid, _ = md["uid"].(string)
+		}
+	}
+	return e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{ref: {ObservedAt: observed, UID: uid, Keys: keys}}})
+}
+
+// deleteRef removes from Port what ref produced, if we own it and the
+// policy allows deleting.
+func (e *Engine) deleteRef(ctx context.Context, ref string, prev *state.RefRecord) error {
+	if prev == nil {
+		return nil // we never wrote anything for it
+	}
+	if e.opts.Policy != PolicySync {
+		e.log.Info("not deleting from Port: policy forbids deletes", "ref", ref, "policy", e.opts.Policy)
+		return nil
+	}
+	if err := e.deleteKeys(ctx, ref, prev.Keys); err != nil {
+		return err
+	}
+	return e.opts.Store.Commit(state.Write{DeleteRefs: []string{ref}})
+}
+
+// deleteKeys deletes the given Port entities that we own and that came from
+// ref, and forgets them.
+func (e *Engine) deleteKeys(ctx context.Context, ref string, keys []state.Key) error {
+	if len(keys) == 0 || e.opts.Policy != PolicySync {
+		return nil
+	}
+	recs, found, err := e.opts.Store.Lookup(keys)
+	if err != nil {
+		return err
+	}
+	byBP := map[string][]string{}
+	for i, k := range keys {
+		if found[i] && recs[i].Ref == ref {
+			byBP[k.Blueprint] = append(byBP[k.Blueprint], k.Identifier)
+		}
+	}
+	_, err = e.bulkDelete(ctx, byBP)
+	return err
+}
+
+// bulkDelete deletes per blueprint and forgets what Port confirmed (or
+// already did not have). It returns how many were deleted.
+func (e *Engine) bulkDelete(ctx context.Context, byBP map[string][]string) (int, error) {
+	var errs []error
+	n := 0
+	for bp, ids := range byBP {
+		deleted, err := e.opts.Port.BulkDelete(ctx, bp, ids, e.opts.DeleteDependents)
+		e.notePeer(&e.portPeer, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete %d entities of blueprint %s: %w", len(ids), bp, err))
+		}
+		w := state.Write{}
+		for _, id := range deleted {
+			w.DeleteEntities = append(w.DeleteEntities, state.Key{Blueprint: bp, Identifier: id})
+		}
+		if err == nil {
+			// Port lists what it deleted; ids it did not list were already
+			// gone, so forget them too.
+			w.DeleteEntities = w.DeleteEntities[:0]
+			for _, id := range ids {
+				w.DeleteEntities = append(w.DeleteEntities, state.Key{Blueprint: bp, Identifier: id})
+			}
+		}
+		if cerr := e.opts.Store.Commit(w); cerr != nil {
+			errs = append(errs, cerr)
+		}
+		n += len(deleted)
+		e.metrics.deletes.WithLabelValues(bp).Add(float64(len(deleted)))
+	}
+	return n, errors.Join(errs...)
+}
+
+func (e *Engine) countMapping(kind string, res mapping.Result) {
+	if len(res.Warnings) > 0 {
+		e.metrics.mappingWarnings.WithLabelValues(kind).Add(float64(len(res.Warnings)))
+	}
+	if len(res.Skipped) > 0 {
+		e.metrics.mappingSkips.WithLabelValues(kind).Add(float64(len(res.Skipped)))
+	}
+}
+
+// kindOf returns the kind of a canonical ref.
+func kindOf(ref string) string {
+	if i := strings.IndexByte(ref, ':'); i > 0 {
+		return ref[:i]
+	}
+	return ""
+}

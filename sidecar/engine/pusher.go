@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/state"
+)
+
+// bulkMax is Port's limit of entities per bulk upsert.
+const bulkMax = 20
+
+// pushItem is one Port entity waiting for a bulk upsert.
+type pushItem struct {
+	key    state.Key
+	hash   uint64
+	ref    string
+	kind   string
+	entity port.Entity
+	// done is called once with Port's verdict, after the entity's record
+	// was committed to the state file (on success). It must not block.
+	done func(created bool, err error)
+}
+
+// pusher batches entities across callers into bulk upserts per blueprint:
+// a batch is sent when it holds 20 entities or when its oldest entity has
+// waited flush. The Port client splits by encoded size (1 MiB) and caps
+// concurrency. Only entities Port confirmed get their hash stored.
+type pusher struct {
+	port  Port
+	opts  port.UpsertOptions
+	flush time.Duration
+	eng   *Engine
+
+	mu      sync.Mutex
+	batches map[string][]pushItem // by blueprint; guarded by mu
+	oldest  map[string]time.Time  // guarded by mu
+	kick    chan struct{}
+	sends   sync.WaitGroup
+}
+
+func newPusher(p Port, opts port.UpsertOptions, flush time.Duration, eng *Engine) *pusher {
+	return &pusher{port: p, opts: opts, flush: flush, eng: eng, batches: map[string][]pushItem{}, oldest: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+}
+
+// add queues items; full batches go out at once.
+func (p *pusher) add(ctx context.Context, items ...pushItem) {
+	p.mu.Lock()
+	var full [][]pushItem
+	var fullBP []string
+	for _, it := range items {
+		bp := it.key.Blueprint
+		if len(p.batches[bp]) == 0 {
+			p.oldest[bp] = time.Now()
+		}
+		p.batches[bp] = append(p.batches[bp], it)
+		if len(p.batches[bp]) >= bulkMax {
+			full = append(full, p.batches[bp])
+			fullBP = append(fullBP, bp)
+			delete(p.batches, bp)
+			delete(p.oldest, bp)
+		}
+	}
+	p.mu.Unlock()
+	for i := range full {
+		p.send(ctx, fullBP[i], full[i])
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run flushes partial batches after the flush interval until ctx ends, then
+// flushes what is left and waits for sends.
+func (p *pusher) run(ctx context.Context) {
+	t := time.NewTimer(p.flush)
+	defer t.Stop()
+	for {
+		next := p.flushDue(ctx, time.Now())
+		if next <= 0 {
+			next = time.Hour
+		}
+		t.Reset(next)
+		select {
+		case <-ctx.Done():
+			p.flushDue(context.WithoutCancel(ctx), time.Now().Add(24*time.Hour))
+			p.sends.Wait()
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+	}
+}
+
+// flushDue sends batches older than the flush interval at now and returns
+// the time until the next one is due (0 when none waits).
+func (p *pusher) flushDue(ctx context.Context, now time.Time) time.Duration {
+	p.mu.Lock()
+	var next time.Duration
+	type batch struct {
+		bp    string
+		items []pushItem
+	}
+	var due []batch
+	for bp, at := range p.oldest {
+		wait := at.Add(p.flush).Sub(now)
+		if wait <= 0 {
+			due = append(due, batch{bp, p.batches[bp]})
+			delete(p.batches, bp)
+			delete(p.oldest, bp)
+			continue
+		}
+		if next == 0 || wait < next {
+			next = wait
+		}
+	}
+	p.mu.Unlock()
+	for _, b := range due {
+		p.send(ctx, b.bp, b.items)
+	}
+	return next
+}
+
+func (p *pusher) send(ctx context.Context, blueprint string, items []pushItem) {
+	p.sends.Add(1)
+	go func() {
+		defer p.sends.Done()
+		p.sendNow(ctx, blueprint, items)
+	}()
+}
+
+func (p *pusher) sendNow(ctx context.Context, blueprint string, items []pushItem) {
+	entities := make([]port.Entity, len(items))
+	for i, it := range items {
+		entities[i] = it.entity
+	}
+	start := time.Now()
+	results, err := p.port.BulkUpsert(ctx, blueprint, entities, p.opts)
+	p.eng.metrics.portBulkSeconds.Observe(time.Since(start).Seconds())
+	p.eng.notePeer(&p.eng.portPeer, err)
+	if err == nil && len(results) != len(items) {
+		err = fmt.Errorf("bulk upsert to blueprint %s: Port client returned %d results for %d entities", blueprint, len(results), len(items))
+	}
+	if err != nil {
+		err = fmt.Errorf("bulk upsert of %d entities to blueprint %s: %w", len(items), blueprint, err)
+		p.eng.setErr(err)
+		for _, it := range items {
+			p.eng.metrics.pushes.WithLabelValues(blueprint, "failed").Inc()
+			it.done(false, err)
+		}
+		return
+	}
+	now := time.Now()
+	w := state.Write{PutEntities: map[state.Key]state.EntityRecord{}}
+	for i, r := range results {
+		if r.Err == nil {
+			it := items[i]
+			w.PutEntities[it.key] = state.EntityRecord{Hash: it.hash, Ref: it.ref, PushedAt: now}
+		}
+	}
+	commitErr := p.eng.opts.Store.Commit(w)
+	if commitErr != nil {
+		p.eng.setErr(commitErr)
+	}
+	for i, r := range results {
+		it := items[i]
+		switch {
+		case r.Err != nil:
+			p.eng.metrics.pushes.WithLabelValues(blueprint, "failed").Inc()
+			err := fmt.Errorf("upsert %s (from %s) to blueprint %s: %w", it.key.Identifier, it.ref, blueprint, r.Err)
+			p.eng.setErr(err)
+			it.done(false, err)
+		case commitErr != nil:
+			// Port has it but we could not record it: the next pass pushes
+			// it again, which is harmless.
+			it.done(r.Created, commitErr)
+		default:
+			p.eng.metrics.pushes.WithLabelValues(blueprint, "ok").Inc()
+			it.done(r.Created, nil)
+		}
+	}
+}

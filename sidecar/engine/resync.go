@@ -1,0 +1,644 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/state"
+)
+
+// Counts counts what a pass did.
+type Counts struct {
+	Seen, Pushed, Unchanged, Skipped, Deleted, Failed uint64
+}
+
+func (c *Counts) add(o Counts) {
+	c.Seen += o.Seen
+	c.Pushed += o.Pushed
+	c.Unchanged += o.Unchanged
+	c.Skipped += o.Skipped
+	c.Deleted += o.Deleted
+	c.Failed += o.Failed
+}
+
+// ResyncReport describes one resync or verify pass. Read it through
+// Snapshot while the pass runs.
+type ResyncReport struct {
+	ID, Trigger string
+	Verify      bool
+	DryRun      bool
+	Started     time.Time
+	Finished    time.Time
+	State       string // running, succeeded, failed
+	Err         string
+	Totals      Counts
+	PerKind     map[string]*Counts
+	// DeletionsSkipped says why planned deletions were not applied.
+	DeletionsSkipped string
+	// Plan lists what the pass would do (dry run) or did.
+	Plan Plan
+
+	mu sync.Mutex
+}
+
+func newReport(trigger string, verify, dryRun bool) *ResyncReport {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := "resync-"
+	if verify {
+		prefix = "verify-"
+	}
+	return &ResyncReport{ID: prefix + time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b), Trigger: trigger, Verify: verify, DryRun: dryRun,
+		State: "pending", PerKind: map[string]*Counts{}}
+}
+
+func (r *ResyncReport) count(kind string, c Counts) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Totals.add(c)
+	k := r.PerKind[kind]
+	if k == nil {
+		k = &Counts{}
+		r.PerKind[kind] = k
+	}
+	k.add(c)
+}
+
+func (r *ResyncReport) plan(action Action, item PlanItem) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	item.Action = action
+	r.Plan.Items = append(r.Plan.Items, item)
+}
+
+// Snapshot returns a copy safe to read while the pass runs.
+func (r *ResyncReport) Snapshot() *ResyncReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := &ResyncReport{ID: r.ID, Trigger: r.Trigger, Verify: r.Verify, DryRun: r.DryRun, Started: r.Started, Finished: r.Finished, State: r.State, Err: r.Err,
+		Totals: r.Totals, PerKind: map[string]*Counts{}, DeletionsSkipped: r.DeletionsSkipped, Plan: Plan{Items: slices.Clone(r.Plan.Items)}}
+	for k, v := range r.PerKind {
+		vv := *v
+		c.PerKind[k] = &vv
+	}
+	return c
+}
+
+type resyncRequest struct {
+	report *ResyncReport
+}
+
+// TriggerResync starts a resync (and a verify pass after it when verify is
+// set), or reports the one that is running or already requested.
+func (e *Engine) TriggerResync(_ context.Context, reason string, verify bool) (string, bool, error) {
+	if reason == "" {
+		reason = "rpc"
+	}
+	id, already := e.requestResync(reason, verify)
+	return id, already, nil
+}
+
+func (e *Engine) requestResync(trigger string, verify bool) (string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.current != nil && !e.current.Verify {
+		return e.current.ID, true
+	}
+	rep := newReport(trigger, false, false)
+	rep.Verify = false
+	select {
+	case e.resyncReq <- resyncRequest{report: rep}:
+	default:
+		// One is already waiting: that one will cover this request.
+		return "", true
+	}
+	if verify {
+		e.verifyAfter = true
+	}
+	return rep.ID, false
+}
+
+// scheduleResyncs runs resyncs and verify passes one at a time: at start,
+// on the intervals, and on request.
+func (e *Engine) scheduleResyncs(ctx context.Context) {
+	if e.opts.ResyncOnStart {
+		e.requestResync("start", false)
+	}
+	resyncTick := newTicker(e.opts.ResyncInterval)
+	verifyTick := newTicker(e.opts.VerifyInterval)
+	defer resyncTick.stop()
+	defer verifyTick.stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-e.resyncReq:
+			_, _ = e.runResync(ctx, req.report)
+			e.mu.Lock()
+			verify := e.verifyAfter
+			e.verifyAfter = false
+			e.mu.Unlock()
+			if verify {
+				_, _ = e.runVerify(ctx, newReport("rpc", true, false))
+			}
+		case <-resyncTick.c():
+			e.requestResync("interval", false)
+		case <-verifyTick.c():
+			_, _ = e.runVerify(ctx, newReport("interval", true, false))
+		}
+	}
+}
+
+type ticker struct{ t *time.Ticker }
+
+func newTicker(d time.Duration) ticker {
+	if d <= 0 {
+		return ticker{}
+	}
+	return ticker{time.NewTicker(d)}
+}
+
+func (t ticker) c() <-chan time.Time {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.C
+}
+
+func (t ticker) stop() {
+	if t.t != nil {
+		t.t.Stop()
+	}
+}
+
+// Resync runs one full resync now and returns its report; with dryRun it
+// only plans (no Port writes, no state writes). It is what
+// `portbridge sync --once` calls.
+func (e *Engine) Resync(ctx context.Context, trigger string, dryRun bool) (*ResyncReport, error) {
+	return e.runResync(ctx, newReport(trigger, false, dryRun))
+}
+
+func (e *Engine) runResync(ctx context.Context, rep *ResyncReport) (*ResyncReport, error) {
+	rep.Started = time.Now()
+	rep.State = "running"
+	e.mu.Lock()
+	e.current = rep
+	e.mu.Unlock()
+	log := e.log.With("resync", rep.ID, "trigger", rep.Trigger, "dry_run", rep.DryRun)
+	log.Info("resync started")
+
+	err := e.resync(ctx, rep, log)
+
+	rep.mu.Lock()
+	rep.Finished = time.Now()
+	if err != nil {
+		rep.State, rep.Err = "failed", err.Error()
+	} else {
+		rep.State = "succeeded"
+	}
+	rep.mu.Unlock()
+	e.mu.Lock()
+	e.current = nil
+	if !rep.DryRun {
+		e.last = rep
+	}
+	e.mu.Unlock()
+	e.metrics.observeResync(rep)
+	snap := rep.Snapshot()
+	attrs := []any{"seconds", snap.Finished.Sub(snap.Started).Seconds(), "seen", snap.Totals.Seen, "pushed", snap.Totals.Pushed,
+		"unchanged", snap.Totals.Unchanged, "skipped", snap.Totals.Skipped, "deleted", snap.Totals.Deleted, "failed", snap.Totals.Failed}
+	if snap.DeletionsSkipped != "" {
+		log.Warn("resync did not delete", "reason", snap.DeletionsSkipped)
+	}
+	if err != nil {
+		e.setErr(err)
+		log.Error("resync failed", append(attrs, "error", err)...)
+	} else {
+		log.Info("resync finished", attrs...)
+	}
+	return rep, err
+}
+
+// scan is the state of one resync's catalog scan.
+type scan struct {
+	rep      *ResyncReport
+	started  time.Time
+	mu       sync.Mutex
+	seen     map[state.Key]struct{} // outputs produced in this scan
+	keepRefs map[string]struct{}    // refs whose earlier outputs must be kept
+	seenRefs map[string]struct{}    // refs mapped in this scan
+	failed   int
+	// deferred holds changed entities by kind when pushes go in dependency
+	// order (createMissingRelatedEntities off).
+	deferred map[string][]pushItem
+	locked   []string
+}
+
+func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
+	Info(string, ...any)
+}) error {
+	sc := &scan{rep: rep, started: rep.Started, seen: map[state.Key]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[string]struct{}{}, deferred: map[string][]pushItem{}}
+	defer func() {
+		for _, ref := range sc.locked {
+			e.locks.unlock(ref)
+		}
+	}()
+	var scanErr error
+	page := make([]catalog.Entity, 0, e.opts.PageSize)
+	lastLog := time.Now()
+	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{}) {
+		if err != nil {
+			scanErr = err
+			break
+		}
+		page = append(page, ent)
+		if len(page) == cap(page) {
+			e.resyncPage(ctx, sc, page)
+			page = page[:0]
+			if time.Since(lastLog) > 5*time.Second {
+				t := rep.Snapshot().Totals
+				log.Info("resync progress", "seen", t.Seen, "pushed", t.Pushed, "unchanged", t.Unchanged, "failed", t.Failed)
+				lastLog = time.Now()
+			}
+		}
+	}
+	e.notePeer(&e.catalogPeer, scanErr)
+	if len(page) > 0 && scanErr == nil {
+		e.resyncPage(ctx, sc, page)
+	}
+	if scanErr == nil && len(sc.deferred) > 0 {
+		e.pushInOrder(ctx, sc)
+	}
+	if scanErr != nil {
+		rep.mu.Lock()
+		rep.DeletionsSkipped = "the catalog scan did not complete: " + scanErr.Error()
+		rep.mu.Unlock()
+		return fmt.Errorf("catalog scan: %w", scanErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if sc.failed > 0 {
+		rep.mu.Lock()
+		rep.DeletionsSkipped = fmt.Sprintf("%d entities failed in this resync; deletions wait for a resync with no failures", sc.failed)
+		rep.mu.Unlock()
+		return fmt.Errorf("%d entities failed to map or push", sc.failed)
+	}
+	return e.planDeletions(ctx, sc)
+}
+
+type mapped struct {
+	ref    string
+	uid    string
+	kind   string
+	res    mapping.Result
+	failed error
+}
+
+// resyncPage maps a page on all cores, compares with the state file in one
+// read, and pushes what differs; it returns when the page's pushes are done.
+func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity) {
+	pageTime := time.Now()
+	out := make([]mapped, len(page))
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), len(page))
+	next := make(chan int, len(page))
+	for i := range page {
+		next <- i
+	}
+	close(next)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = e.mapForResync(ctx, sc, page[i])
+			}
+		})
+	}
+	wg.Wait()
+
+	refs := make([]string, 0, len(out))
+	for _, m := range out {
+		if m.ref != "" {
+			refs = append(refs, m.ref)
+		}
+	}
+	prevs, prevFound, err := e.opts.Store.Refs(refs)
+	if err != nil {
+		sc.failed += len(refs)
+		e.setErr(err)
+		return
+	}
+	prevByRef := make(map[string]*state.RefRecord, len(refs))
+	for i, r := range refs {
+		if prevFound[i] {
+			prevByRef[r] = &prevs[i]
+		}
+	}
+	var keys []state.Key
+	for _, m := range out {
+		for _, me := range m.res.Entities {
+			keys = append(keys, state.Key{Blueprint: me.Blueprint, Identifier: me.Identifier})
+		}
+	}
+	recs, found, err := e.opts.Store.Lookup(keys)
+	if err != nil {
+		sc.failed += len(refs)
+		e.setErr(err)
+		return
+	}
+
+	var pushWG sync.WaitGroup
+	ki := 0
+	for _, m := range out {
+		n := len(m.res.Entities)
+		mrecs, mfound := recs[ki:ki+n], found[ki:ki+n]
+		mkeys := keys[ki : ki+n]
+		ki += n
+		if m.ref == "" {
+			continue
+		}
+		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime, &pushWG)
+	}
+	pushWG.Wait()
+}
+
+// mapForResync maps one catalog entity unless the change path owns it now.
+func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity) mapped {
+	ref, err := catalog.RefOf(ent)
+	if err != nil {
+		sc.rep.count("", Counts{Seen: 1, Failed: 1})
+		sc.mu.Lock()
+		sc.failed++
+		sc.mu.Unlock()
+		e.log.Warn("resync: catalog entity without a valid ref", "error", err)
+		return mapped{}
+	}
+	r := ref.String()
+	m := mapped{ref: r, kind: ref.Kind}
+	if md, ok := ent["metadata"].(map[string]any); ok {
+		m.uid, _ = md["uid"].(string)
+	}
+	// A queued notification is newer information than this snapshot, or
+	// will be checked against it: leave the entity to the change path.
+	if e.hasPending(r) || (!sc.rep.DryRun && !e.locks.tryLock(r)) {
+		sc.mu.Lock()
+		sc.keepRefs[r] = struct{}{}
+		sc.mu.Unlock()
+		sc.rep.count(m.kind, Counts{Seen: 1, Skipped: 1})
+		return mapped{}
+	}
+	if !sc.rep.DryRun {
+		sc.mu.Lock()
+		sc.locked = append(sc.locked, r)
+		sc.mu.Unlock()
+	}
+	m.res = e.opts.Mapper.Map(ctx, ent)
+	e.countMapping(m.kind, m.res)
+	return m
+}
+
+func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state.Key, recs []state.EntityRecord, found []bool,
+	prev *state.RefRecord, pageTime time.Time, pushWG *sync.WaitGroup) {
+	c := Counts{Seen: 1}
+	if prev != nil && prev.ObservedAt.After(pageTime) {
+		// The change path applied a newer observation meanwhile.
+		sc.mu.Lock()
+		sc.keepRefs[m.ref] = struct{}{}
+		sc.mu.Unlock()
+		c.Skipped = 1
+		sc.rep.count(m.kind, c)
+		return
+	}
+	if len(m.res.Skipped) > 0 {
+		// A mapping that failed for this entity must not make the resync
+		// delete what it produced before.
+		sc.mu.Lock()
+		sc.keepRefs[m.ref] = struct{}{}
+		sc.mu.Unlock()
+		c.Skipped = uint64(len(m.res.Skipped))
+	}
+	sc.mu.Lock()
+	sc.seenRefs[m.ref] = struct{}{}
+	for _, k := range keys {
+		sc.seen[k] = struct{}{}
+	}
+	sc.mu.Unlock()
+
+	var toPush []pushItem
+	var mu sync.Mutex
+	var failures int
+	var refWG sync.WaitGroup
+	for i, me := range m.res.Entities {
+		switch {
+		case found[i] && recs[i].Hash == me.Hash:
+			c.Unchanged++
+			continue
+		case found[i] && e.opts.Policy == PolicyCreateOnly:
+			c.Unchanged++
+			continue
+		}
+		action, reason := ActionCreate, "not in the state file"
+		if found[i] {
+			action, reason = ActionUpdate, "mapped output changed"
+		}
+		if sc.rep.DryRun {
+			sc.rep.plan(action, PlanItem{Blueprint: me.Blueprint, Identifier: me.Identifier, Ref: m.ref, Reason: reason})
+			c.Pushed++
+			continue
+		}
+		refWG.Add(1)
+		pushWG.Add(1)
+		toPush = append(toPush, pushItem{key: keys[i], hash: me.Hash, ref: m.ref, kind: m.kind, entity: me.Entity, done: func(_ bool, err error) {
+			if err != nil {
+				mu.Lock()
+				failures++
+				mu.Unlock()
+			}
+			refWG.Done()
+			pushWG.Done()
+		}})
+	}
+	changedKeys := prev == nil || !slices.Equal(prev.Keys, keys) || prev.UID != m.uid
+	if sc.rep.DryRun || (len(toPush) == 0 && !changedKeys) {
+		sc.rep.count(m.kind, c)
+		return
+	}
+	// Record the ref once its pushes are confirmed.
+	pushWG.Add(1)
+	go func() {
+		defer pushWG.Done()
+		refWG.Wait()
+		c.Pushed = uint64(len(toPush) - failures)
+		c.Failed = uint64(failures)
+		if failures > 0 {
+			sc.mu.Lock()
+			sc.failed += failures
+			sc.mu.Unlock()
+		}
+		sc.rep.count(m.kind, c)
+		if failures == 0 {
+			if err := e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{m.ref: {ObservedAt: pageTime, UID: m.uid, Keys: keys}}}); err != nil {
+				e.setErr(err)
+			}
+		}
+	}()
+	if len(toPush) == 0 {
+		return
+	}
+	if !e.opts.CreateMissingRelatedEntities {
+		sc.mu.Lock()
+		sc.deferred[m.kind] = append(sc.deferred[m.kind], toPush...)
+		sc.mu.Unlock()
+		return
+	}
+	e.pusher.add(ctx, toPush...)
+}
+
+// kindOrder is the order in which kinds are written when Port must not
+// create missing related entities: targets before the entities that point
+// at them.
+var kindOrder = []string{"user", "group", "domain", "system", "resource", "api", "component"}
+
+// pushInOrder pushes deferred entities kind by kind, waiting for each kind.
+// The waits are already registered on the page wait groups, so this only
+// sequences the sends.
+func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
+	kinds := make([]string, 0, len(sc.deferred))
+	for k := range sc.deferred {
+		kinds = append(kinds, k)
+	}
+	rank := func(k string) int {
+		if i := slices.Index(kindOrder, k); i >= 0 {
+			return i
+		}
+		return len(kindOrder)
+	}
+	slices.SortFunc(kinds, func(a, b string) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		if a < b {
+			return -1
+		}
+		return 1
+	})
+	for _, k := range kinds {
+		items := sc.deferred[k]
+		var wg sync.WaitGroup
+		wg.Add(len(items))
+		for i := range items {
+			done := items[i].done
+			items[i].done = func(created bool, err error) { done(created, err); wg.Done() }
+		}
+		e.pusher.add(ctx, items...)
+		wg.Wait()
+	}
+}
+
+// planDeletions deletes owned Port entities that this complete, failure-free
+// scan did not produce, within the policy and the deletion threshold.
+func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
+	type cand struct {
+		key state.Key
+		ref string
+	}
+	var cands []cand
+	owned := 0
+	err := e.opts.Store.ForEachEntity(func(k state.Key, rec state.EntityRecord) error {
+		owned++
+		if _, ok := sc.seen[k]; ok {
+			return nil
+		}
+		if _, keep := sc.keepRefs[rec.Ref]; keep {
+			return nil
+		}
+		// Written after the resync started: the change path knows better.
+		if !rec.PushedAt.Before(sc.started.Truncate(time.Second)) {
+			return nil
+		}
+		cands = append(cands, cand{k, rec.Ref})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("plan deletions: %w", err)
+	}
+	// Drop candidates whose entity got a notification meanwhile.
+	cands = slices.DeleteFunc(cands, func(c cand) bool { return e.hasPending(c.ref) })
+	if len(cands) == 0 {
+		return nil
+	}
+	rep := sc.rep
+	skip := func(reason string) error {
+		rep.mu.Lock()
+		rep.DeletionsSkipped = reason
+		rep.mu.Unlock()
+		for _, c := range cands {
+			rep.plan(ActionDelete, PlanItem{Blueprint: c.key.Blueprint, Identifier: c.key.Identifier, Ref: c.ref, Reason: "not in the catalog (not applied: " + reason + ")"})
+		}
+		return nil
+	}
+	if share := float64(len(cands)) / float64(owned); share > e.opts.DeletionThreshold {
+		e.metrics.deletionsRefused.Inc()
+		return skip(fmt.Sprintf("refusing to delete %d of %d owned entities (%.0f%%): more than entityDeletionThreshold %.0f%%; check the catalog, then raise the threshold or reset if intended",
+			len(cands), owned, share*100, e.opts.DeletionThreshold*100))
+	}
+	if e.opts.Policy != PolicySync {
+		return skip(fmt.Sprintf("policy %s never deletes", e.opts.Policy))
+	}
+	byBP := map[string][]string{}
+	refsGone := map[string]struct{}{}
+	for _, c := range cands {
+		rep.plan(ActionDelete, PlanItem{Blueprint: c.key.Blueprint, Identifier: c.key.Identifier, Ref: c.ref, Reason: "not in the catalog"})
+		byBP[c.key.Blueprint] = append(byBP[c.key.Blueprint], c.key.Identifier)
+		refsGone[c.ref] = struct{}{}
+	}
+	if rep.DryRun {
+		return nil
+	}
+	n, err := e.bulkDelete(ctx, byBP)
+	if err == nil {
+		for _, c := range cands {
+			rep.count(kindOf(c.ref), Counts{Deleted: 1})
+		}
+	} else {
+		rep.count("", Counts{Deleted: uint64(n)})
+	}
+	// Forget refs that are no longer in the catalog.
+	var drop []string
+	for r := range refsGone {
+		_, seen := sc.seenRefs[r]
+		_, keep := sc.keepRefs[r]
+		if !seen && !keep {
+			drop = append(drop, r)
+		}
+	}
+	if cerr := e.opts.Store.Commit(state.Write{DeleteRefs: drop}); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// RunOnce runs one resync with its own pusher and returns when its writes
+// are done: the one-shot mode (`portbridge sync --once`). Do not call it
+// while Run is running.
+func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*ResyncReport, error) {
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		e.pusher.run(pctx)
+		close(done)
+	}()
+	rep, err := e.Resync(ctx, "once", dryRun)
+	cancel()
+	<-done
+	return rep, err
+}
