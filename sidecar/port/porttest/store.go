@@ -1,0 +1,345 @@
+package porttest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/portbridge/portbridge/sidecar/port"
+)
+
+// record is one stored entity.
+type record struct {
+	Identifier  string         `json:"identifier"`
+	Title       string         `json:"title,omitempty"`
+	Icon        string         `json:"icon,omitempty"`
+	Team        []string       `json:"team"`
+	Properties  map[string]any `json:"properties"`
+	Relations   map[string]any `json:"relations"`
+	CreatedAt   time.Time      `json:"createdAt"`
+	CreatedBy   string         `json:"createdBy"`
+	UpdatedAt   time.Time      `json:"updatedAt"`
+	UpdatedBy   string         `json:"updatedBy"`
+	DataSources []string       `json:"datasources"`
+}
+
+// bpState is a blueprint with its entities.
+type bpState struct {
+	raw      map[string]any // the blueprint as Port returns it
+	props    map[string]map[string]any
+	required []string
+	rels     map[string]relDef
+	inherits bool // ownership is inherited: entities may not set team
+	entities map[string]*record
+	sorted   []string // identifiers in order, rebuilt when dirty
+	dirty    bool
+}
+
+func newBPState(raw map[string]any) *bpState {
+	bs := &bpState{raw: raw, entities: map[string]*record{}}
+	bs.reparse()
+	return bs
+}
+
+// reparse derives the parsed schema from raw.
+func (bs *bpState) reparse() {
+	schema, _ := bs.raw["schema"].(map[string]any)
+	props, _ := schema["properties"].(map[string]any)
+	bs.props = map[string]map[string]any{}
+	for k, v := range props {
+		bs.props[k], _ = v.(map[string]any)
+	}
+	bs.required = nil
+	if req, ok := schema["required"].([]any); ok {
+		for _, r := range req {
+			bs.required = append(bs.required, r.(string))
+		}
+	}
+	bs.rels = parseRelations(bs.raw)
+	own, _ := bs.raw["ownership"].(map[string]any)
+	_, ti := bs.raw["teamInheritance"].(map[string]any)
+	bs.inherits = own["type"] == "Inherited" || ti
+}
+
+func (bs *bpState) ids() []string {
+	if bs.dirty || len(bs.sorted) != len(bs.entities) {
+		bs.sorted = slices.Sorted(maps.Keys(bs.entities))
+		bs.dirty = false
+	}
+	return bs.sorted
+}
+
+func (bs *bpState) put(r *record) {
+	if _, ok := bs.entities[r.Identifier]; !ok {
+		bs.dirty = true
+	}
+	bs.entities[r.Identifier] = r
+}
+
+func (bs *bpState) remove(id string) {
+	delete(bs.entities, id)
+	bs.dirty = true
+}
+
+// refKey names an entity across blueprints.
+type refKey struct{ bp, id string }
+
+// store is the emulator's catalog; the Emulator's mutex guards it.
+type store struct {
+	blueprints map[string]*bpState
+	// incoming maps a target entity to the entities whose relations point
+	// at it, with the number of relation values doing so.
+	incoming map[refKey]map[refKey]int
+}
+
+func newStore() *store {
+	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]map[refKey]int{}}
+	now := time.Now().UTC()
+	for _, sys := range []struct{ id, title string }{{"_user", "User"}, {"_team", "Team"}} {
+		raw := map[string]any{"identifier": sys.id, "title": sys.title,
+			"schema": map[string]any{"properties": map[string]any{}, "required": []any{}}}
+		stamp(raw, now, "port", true)
+		s.blueprints[sys.id] = newBPState(raw)
+	}
+	return s
+}
+
+// stamp sets the bookkeeping fields of a blueprint and the empty defaults.
+func stamp(raw map[string]any, now time.Time, actor string, created bool) {
+	ts := now.Format(time.RFC3339Nano)
+	if created {
+		raw["createdAt"], raw["createdBy"] = ts, actor
+	}
+	raw["updatedAt"], raw["updatedBy"] = ts, actor
+	for _, k := range []string{"relations", "mirrorProperties", "calculationProperties", "aggregationProperties"} {
+		if raw[k] == nil {
+			raw[k] = map[string]any{}
+		}
+	}
+}
+
+// targets returns the identifiers a relation value points at.
+func targets(v any) []string {
+	switch t := v.(type) {
+	case string:
+		return []string{t}
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, x := range t {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func (s *store) link(bp string, r *record, delta int) {
+	bs := s.blueprints[bp]
+	src := refKey{bp, r.Identifier}
+	for name, v := range r.Relations {
+		def, ok := bs.rels[name]
+		if !ok {
+			continue
+		}
+		for _, t := range targets(v) {
+			k := refKey{def.target, t}
+			m := s.incoming[k]
+			if m == nil {
+				m = map[refKey]int{}
+				s.incoming[k] = m
+			}
+			m[src] += delta
+			if m[src] <= 0 {
+				delete(m, src)
+			}
+			if len(m) == 0 {
+				delete(s.incoming, k)
+			}
+		}
+	}
+}
+
+// save stores r in bp, replacing any previous version, and keeps the
+// reverse index.
+func (s *store) save(bp string, r *record) {
+	bs := s.blueprints[bp]
+	if old, ok := bs.entities[r.Identifier]; ok {
+		s.link(bp, old, -1)
+	}
+	bs.put(r)
+	s.link(bp, r, 1)
+}
+
+func (s *store) drop(bp, id string) {
+	bs := s.blueprints[bp]
+	if old, ok := bs.entities[id]; ok {
+		s.link(bp, old, -1)
+		bs.remove(id)
+	}
+}
+
+// dependents returns the entities with a relation to (bp, id), split by
+// whether the relation is required.
+func (s *store) dependents(bp, id string) (required, optional []refKey) {
+	for src := range s.incoming[refKey{bp, id}] {
+		sbs := s.blueprints[src.bp]
+		r := sbs.entities[src.id]
+		isReq := false
+		for name, v := range r.Relations {
+			def := sbs.rels[name]
+			if def.target == bp && def.required && slices.Contains(targets(v), id) {
+				isReq = true
+			}
+		}
+		if isReq {
+			required = append(required, src)
+		} else {
+			optional = append(optional, src)
+		}
+	}
+	sortKeys(required)
+	sortKeys(optional)
+	return required, optional
+}
+
+func sortKeys(ks []refKey) {
+	sort.Slice(ks, func(i, j int) bool {
+		if ks[i].bp != ks[j].bp {
+			return ks[i].bp < ks[j].bp
+		}
+		return ks[i].id < ks[j].id
+	})
+}
+
+// deleteEntity deletes an entity; without cascade it refuses when entities
+// with a required relation point at it. Optional relations pointing at it
+// are cleared. It returns the deleted keys.
+func (s *store) deleteEntity(bp, id string, cascade bool, now time.Time, actor string) ([]refKey, *apiError) {
+	bs := s.blueprints[bp]
+	if _, ok := bs.entities[id]; !ok {
+		return nil, notFound("an entity with identifier %q was not found in blueprint %q", id, bp)
+	}
+	req, _ := s.dependents(bp, id)
+	if len(req) > 0 && !cascade {
+		return nil, errf(403, "has_dependents", "entity %q of blueprint %q has dependent entities (e.g. %q of %q); use delete_dependents=true", id, bp, req[0].id, req[0].bp)
+	}
+	var deleted []refKey
+	s.cascadeDelete(refKey{bp, id}, now, actor, &deleted)
+	return deleted, nil
+}
+
+func (s *store) cascadeDelete(k refKey, now time.Time, actor string, deleted *[]refKey) {
+	bs := s.blueprints[k.bp]
+	if _, ok := bs.entities[k.id]; !ok {
+		return
+	}
+	req, opt := s.dependents(k.bp, k.id)
+	s.drop(k.bp, k.id)
+	*deleted = append(*deleted, k)
+	for _, d := range req {
+		s.cascadeDelete(d, now, actor, deleted)
+	}
+	for _, d := range opt {
+		s.clearRelation(d, k, now, actor)
+	}
+}
+
+// clearRelation removes target from every relation of src that points at it.
+func (s *store) clearRelation(src, target refKey, now time.Time, actor string) {
+	sbs := s.blueprints[src.bp]
+	old, ok := sbs.entities[src.id]
+	if !ok {
+		return
+	}
+	r := old.clone()
+	for name, v := range r.Relations {
+		if sbs.rels[name].target != target.bp {
+			continue
+		}
+		switch t := v.(type) {
+		case string:
+			if t == target.id {
+				r.Relations[name] = nil
+			}
+		case []any:
+			r.Relations[name] = slices.DeleteFunc(slices.Clone(t), func(x any) bool { return x == target.id })
+		}
+	}
+	r.UpdatedAt, r.UpdatedBy = now, actor
+	s.save(src.bp, r)
+}
+
+func (r *record) clone() *record {
+	c := *r
+	c.Team = slices.Clone(r.Team)
+	c.Properties = maps.Clone(r.Properties)
+	c.Relations = maps.Clone(r.Relations)
+	c.DataSources = slices.Clone(r.DataSources)
+	return &c
+}
+
+// toEntity converts a record to the shared entity type.
+func (r *record) toEntity(bp string) port.Entity {
+	e := port.Entity{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Blueprint: bp,
+		Properties: maps.Clone(r.Properties), Relations: maps.Clone(r.Relations)}
+	if len(r.Team) > 0 {
+		team := make([]any, len(r.Team))
+		for i, t := range r.Team {
+			team[i] = t
+		}
+		e.Team = team
+	}
+	return e
+}
+
+// toJSON renders a record the way Port returns an entity.
+func (r *record) toJSON(bp string) map[string]any {
+	team := r.Team
+	if team == nil {
+		team = []string{}
+	}
+	props := r.Properties
+	if props == nil {
+		props = map[string]any{}
+	}
+	rels := r.Relations
+	if rels == nil {
+		rels = map[string]any{}
+	}
+	m := map[string]any{
+		"identifier": r.Identifier, "title": r.Title, "blueprint": bp, "team": team,
+		"properties": props, "relations": rels,
+		"createdAt": r.CreatedAt.Format(time.RFC3339Nano), "createdBy": r.CreatedBy,
+		"updatedAt": r.UpdatedAt.Format(time.RFC3339Nano), "updatedBy": r.UpdatedBy,
+	}
+	if r.Icon != "" {
+		m["icon"] = r.Icon
+	}
+	return m
+}
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// generateID returns a Port-style generated identifier: e_ + 16 letters
+// and digits.
+func generateID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	out := make([]byte, 0, 18)
+	out = append(out, 'e', '_')
+	for _, x := range b {
+		out = append(out, idAlphabet[int(x)%len(idAlphabet)])
+	}
+	return string(out)
+}
+
+func notFoundBlueprint(bp string) *apiError {
+	return notFound("a blueprint with identifier %q was not found", bp)
+}
+
+func describe(bp, id string) string { return fmt.Sprintf("entity %q of blueprint %q", id, bp) }
