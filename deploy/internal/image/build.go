@@ -66,6 +66,21 @@ func Build(ctx context.Context, o BuildOptions) (string, error) {
 		return "", err
 	}
 
+	// ko turns the layout path into an image reference, so it must be
+	// lower-case letters, digits and ._-/ only. It gets a relative path under
+	// RepoDir/bin (ignored by git), moved to OutDir afterwards.
+	if err := os.MkdirAll(filepath.Join(o.RepoDir, "bin"), 0o755); err != nil {
+		return "", fmt.Errorf("build image: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(o.RepoDir, "bin"), ".ko-layout-")
+	if err != nil {
+		return "", fmt.Errorf("build image: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	tmpRel, err := filepath.Rel(o.RepoDir, tmp)
+	if err != nil {
+		return "", fmt.Errorf("build image: %w", err)
+	}
 	// The registry listens on a random loopback port, but the base image's
 	// name must not depend on it: ko writes it into the image's annotations
 	// (org.opencontainers.image.base.name), and the same commit must give the
@@ -117,7 +132,7 @@ func Build(ctx context.Context, o BuildOptions) (string, error) {
 		labels = append(labels, "org.opencontainers.image.source="+o.Source)
 	}
 	args := []string{"build", "--push=false", "--bare", "--sbom=none",
-		"--oci-layout-path", o.OutDir,
+		"--oci-layout-path", filepath.ToSlash(tmpRel),
 		"--platform", strings.Join(o.Platforms, ","),
 		"--image-label", strings.Join(labels, ","),
 		"./sidecar"}
@@ -137,7 +152,15 @@ func Build(ctx context.Context, o BuildOptions) (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("build image: ko build: %w\n%s", err, stderr.String())
 	}
-	return strings.TrimSpace(stdout.String()), nil
+	if err := os.MkdirAll(filepath.Dir(o.OutDir), 0o755); err != nil {
+		return "", fmt.Errorf("build image: %w", err)
+	}
+	if err := os.Rename(tmp, o.OutDir); err != nil {
+		return "", fmt.Errorf("build image: move the layout to %s: %w", o.OutDir, err)
+	}
+	// ko names the image after the layout path; report the real one.
+	_, digest, _ := strings.Cut(strings.TrimSpace(stdout.String()), "@")
+	return o.OutDir + "@" + digest, nil
 }
 
 // BaseHost is the registry host in the base image's name; see Build.
