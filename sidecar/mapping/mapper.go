@@ -235,7 +235,7 @@ func (m *Mapper) Map(ctx context.Context, entity map[string]any) (res Result) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
 	defer cancel()
 	for _, i := range idxs {
-		m.mapResource(ctx, m.resources[i], input, &res)
+		m.runResource(ctx, m.resources[i], input, &res, func(c *compiled, raw []any) { m.finish(c, raw, &res) })
 	}
 	return res
 }
@@ -279,9 +279,12 @@ func enrich(entity map[string]any, kind string) (map[string]any, error) {
 	return out, nil
 }
 
-func (m *Mapper) mapResource(ctx context.Context, c *compiled, input map[string]any, res *Result) {
+// runResource runs one resource's program over the input (once per item
+// with itemsToParse) and hands every raw result to emit; run failures are
+// recorded as skips.
+func (m *Mapper) runResource(ctx context.Context, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
 	if c.items == nil {
-		m.mapOne(ctx, c, input, res)
+		m.runOne(ctx, c, input, res, emit)
 		return
 	}
 	v, err := runFirst(ctx, c.items, input)
@@ -308,7 +311,7 @@ func (m *Mapper) mapResource(ctx context.Context, c *compiled, input map[string]
 			in[k] = v
 		}
 		in[c.res.ItemsToParseName] = item
-		m.mapOne(ctx, c, in, res)
+		m.runOne(ctx, c, in, res, emit)
 	}
 }
 
@@ -337,14 +340,14 @@ func describeRunError(err error, limit time.Duration) string {
 	return "jq error: " + err.Error()
 }
 
-func (m *Mapper) mapOne(ctx context.Context, c *compiled, input map[string]any, res *Result) {
+func (m *Mapper) runOne(ctx context.Context, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
 	v, err := runFirst(ctx, c.code, input)
 	if err != nil {
 		res.Skipped = append(res.Skipped, Warning{c.index, "", describeRunError(err, m.opts.Timeout)})
 		return
 	}
 	raw, _ := v.([]any)
-	m.finish(c, raw, res)
+	emit(c, raw)
 }
 
 // finish turns one run's slot results into a Mapped entity (or a skip).
@@ -416,8 +419,7 @@ func (m *Mapper) finish(c *compiled, raw []any, res *Result) {
 	}
 	bufp := m.bufs.Get().(*[]byte)
 	defer m.bufs.Put(bufp)
-	buf := append((*bufp)[:0], bp...)
-	buf = append(buf, 0)
+	buf := append(append((*bufp)[:0], bp...), 0)
 	start := len(buf)
 	buf, err := appendEntity(buf, e)
 	*bufp = buf
@@ -527,8 +529,7 @@ func (f *finisher) relation(r relField, many bool) any {
 	}
 	targets := make([]any, 0, len(outs))
 	seen := make(map[string]bool, len(outs))
-	var addTarget func(x any)
-	addTarget = func(x any) {
+	addTarget := func(x any) {
 		switch x := x.(type) {
 		case nil:
 		case string:
