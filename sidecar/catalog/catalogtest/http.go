@@ -582,4 +582,3 @@ func (e *Emulator) serveByUID(w http.ResponseWriter, r *http.Request, uid string
 	}
 	writeJSON(w, body)
 }
-

@@ -193,4 +193,3 @@ func DecodeYAML(b []byte) ([]catalog.Entity, error) {
 		}
 	}
 }
-

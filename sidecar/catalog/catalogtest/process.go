@@ -3,6 +3,7 @@ package catalogtest
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
@@ -151,6 +152,12 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 			return ref, nil, fmt.Errorf("entity %s: spec.%s is required and must be a %s", ref, field, map[string]string{"s": "non-empty string", "l": "list"}[typ])
 		}
 	}
+	// BuiltinKindsEntityProcessor.preProcessEntity sorts these lists
+	for _, f := range sortedSpecLists {
+		if l, ok := spec[f].([]any); ok && allStrings(l) {
+			slices.SortFunc(l, func(a, b any) int { return strings.Compare(a.(string), b.(string)) })
+		}
+	}
 	var edges []edge
 	self := ref.String()
 	for _, rule := range relRules {
@@ -197,6 +204,17 @@ func parseRelTarget(s, defaultKind, namespace string) (string, error) {
 		r.Namespace = strings.ToLower(namespace)
 	}
 	return r.String(), nil
+}
+
+var sortedSpecLists = []string{"providesApis", "consumesApis", "dependsOn", "dependencyOf", "memberOf", "children", "members"}
+
+func allStrings(l []any) bool {
+	for _, v := range l {
+		if _, ok := v.(string); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func contains(list []string, s string) bool {

@@ -114,7 +114,7 @@ func parseFilter(s string) (filter, error) {
 		key, val, hasVal := strings.Cut(stmt, "=")
 		key = strings.ToLower(strings.TrimSpace(key))
 		if key == "" {
-			return nil, fmt.Errorf("Invalid filter, '%s' is not a valid statement (expected a string on the form a=b or a= or a)", stmt)
+			return nil, inputError("Invalid filter, '" + stmt + "' is not a valid statement (expected a string on the form a=b or a= or a)")
 		}
 		i, ok := byKey[key]
 		if !ok {
