@@ -24,7 +24,7 @@ const testToken = "s3cret-token"
 
 // startServer serves a Server on a 127.0.0.1 port through Serve (h2c) until
 // the test ends, and returns its base URL.
-func startServer(t *testing.T, cfg Config, b Backend) (string, *Server) {
+func startServer(t testing.TB, cfg Config, b Backend) (string, *Server) {
 	t.Helper()
 	srv, err := New(cfg, b)
 	if err != nil {
@@ -51,7 +51,7 @@ func defaultConfig() Config { return Config{Token: testToken, Version: "v-test"}
 // h2cClient speaks HTTP/2 over cleartext, as gRPC needs. Its connections
 // are closed when the test ends (before the server's graceful shutdown,
 // which would otherwise wait for them).
-func h2cClient(t *testing.T) *http.Client {
+func h2cClient(t testing.TB) *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &p}
