@@ -28,6 +28,12 @@ export interface Config {
     requestTimeout?: HumanDuration | string;
     /** Longest wait between retries while the sidecar is unavailable. Default 30 seconds. */
     maxBackoff?: HumanDuration | string;
+    /**
+     * How each poll lists the catalog: 'api' (queryEntities, the default) or
+     * 'database' (the catalog's own final_entities table: much cheaper, but an
+     * internal schema; falls back to 'api' when the schema is not as expected).
+     */
+    listSource?: 'api' | 'database';
     /** Names this Backstage in the sidecar's logs. Default "backstage". */
     source?: string;
   };

@@ -4,7 +4,7 @@
 import { coreServices, createBackendModule } from '@backstage/backend-plugin-api';
 import { catalogServiceRef } from '@backstage/plugin-catalog-node';
 import { readPortBridgeConfig } from './config';
-import { ApiLister } from './listers';
+import { ApiLister, CatalogDatabase, CatalogLister, DatabaseLister } from './listers';
 import { Poller } from './poller';
 import { SidecarClient } from './sidecar';
 
@@ -30,8 +30,9 @@ export const catalogModulePortBridge = createBackendModule({
         scheduler: coreServices.scheduler,
         config: coreServices.rootConfig,
         logger: coreServices.logger,
+        database: coreServices.database,
       },
-      async init({ catalog, auth, scheduler, config, logger }) {
+      async init({ catalog, auth, scheduler, config, logger, database }) {
         const settings = readPortBridgeConfig(config);
         if (!settings) {
           logger.info('port-bridge: no portBridge configuration; the module is idle');
@@ -41,14 +42,20 @@ export const catalogModulePortBridge = createBackendModule({
           logger.info('port-bridge: portBridge.enabled is false; the module is idle');
           return;
         }
-        if (settings.listSource !== 'api') {
-          throw new Error(`portBridge.listSource '${settings.listSource}' is not supported by this version`);
-        }
+        const api = new ApiLister(catalog, settings.listPageSize);
+        const lister: CatalogLister =
+          settings.listSource === 'database'
+            ? new DatabaseLister(
+                async () => (await database.getClient()) as unknown as CatalogDatabase,
+                api,
+                message => logger.warn(message),
+              )
+            : api;
         const poller = new Poller({
           catalog,
           auth,
           logger,
-          lister: new ApiLister(catalog, settings.listPageSize),
+          lister,
           sidecar: new SidecarClient({
             baseUrl: settings.sidecarUrl,
             token: settings.token,
@@ -72,7 +79,8 @@ export const catalogModulePortBridge = createBackendModule({
           },
         });
         logger.info(
-          `port-bridge: publishing catalog changes to ${settings.sidecarUrl} every ${settings.pollIntervalMs} ms`,
+          `port-bridge: publishing catalog changes to ${settings.sidecarUrl} every ${settings.pollIntervalMs} ms,` +
+            ` listing through the ${lister.name}`,
         );
       },
     });

@@ -7,7 +7,7 @@ import type { AuthService, BackstageCredentials, LoggerService } from '@backstag
 import type { CatalogService } from '@backstage/plugin-catalog-node';
 import type { CatalogLister } from './listers';
 import { PublishResult, SidecarError } from './sidecar';
-import { CatalogView, diffViews, refOf } from './view';
+import { CatalogView, diffViews, refOf, ViewEntry } from './view';
 
 /** The calls the poller makes to the sidecar. */
 export interface Sidecar {
@@ -61,12 +61,20 @@ export interface PollStats {
 }
 
 interface PendingChange {
+  /** The ref, uid and etag sent. */
   ref: string;
   uid: string;
   etag: string;
   deleted: boolean;
   json: string;
   bytes: number;
+  /**
+   * What enters the view once acknowledged: the entry as listed (not as
+   * fetched), so a listing source whose etag differs from the body's can
+   * never make the same entity look changed on every poll.
+   */
+  key: string;
+  listed?: ViewEntry;
 }
 
 interface Outage {
@@ -190,12 +198,12 @@ export class Poller {
           observedAt: fetchedAt,
           upserted: { entity },
         });
-        await batch.add({ ref, uid, etag, deleted: false, json, bytes: Buffer.byteLength(json) });
+        await batch.add({ ref, uid, etag, deleted: false, json, bytes: Buffer.byteLength(json), key: refs[j], listed });
       }
     }
     for (const { ref, uid } of diff.deletes) {
       const json = JSON.stringify({ entityRef: ref, uid, observedAt: listedAt, deleted: {} });
-      await batch.add({ ref, uid, etag: '', deleted: true, json, bytes: Buffer.byteLength(json) });
+      await batch.add({ ref, uid, etag: '', deleted: true, json, bytes: Buffer.byteLength(json), key: ref });
     }
     await batch.finish();
 
@@ -298,9 +306,9 @@ export class Poller {
   #commit(changes: PendingChange[]): void {
     for (const c of changes) {
       if (c.deleted) {
-        this.#view.delete(c.ref);
+        this.#view.delete(c.key);
       } else {
-        this.#view.set(c.ref, { uid: c.uid, etag: c.etag });
+        this.#view.set(c.key, c.listed ?? { uid: c.uid, etag: c.etag });
       }
     }
   }
