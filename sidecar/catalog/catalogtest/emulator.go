@@ -40,7 +40,9 @@ type Emulator struct {
 	rng    *rand.Rand
 	nodes  map[string]*node
 	byUID  map[string]*record
-	sorted []*record // by uid
+	sorted []*record // by uid, except while unsorted
+	// unsorted: records were appended to sorted during a batch
+	unsorted bool
 
 	fmu      sync.Mutex
 	requests map[string]int
@@ -150,6 +152,9 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 		dirty[src] = struct{}{}
 	}
 	rec.node = n
+	if old := n.rec; old != nil && e.unsorted {
+		e.sortRecords()
+	}
 	if old := n.rec; old != nil {
 		// keep the old final body until re-stitched, so an unchanged
 		// entity keeps its etag
@@ -159,12 +164,17 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 		e.sorted[i] = rec
 	} else {
 		e.byUID[uid] = rec
-		i, _ := slices.BinarySearchFunc(e.sorted, uid, cmpUID)
-		e.sorted = slices.Insert(e.sorted, i, rec)
+		e.sorted = append(e.sorted, rec)
+		e.unsorted = true
 	}
 	n.rec = rec
 	dirty[n] = struct{}{}
 	return nil
+}
+
+func (e *Emulator) sortRecords() {
+	slices.SortFunc(e.sorted, func(a, b *record) int { return strings.Compare(a.uid, b.uid) })
+	e.unsorted = false
 }
 
 func cmpUID(r *record, uid string) int { return strings.Compare(r.uid, uid) }
@@ -190,6 +200,9 @@ func (e *Emulator) dropEmitted(n *node, dirty map[*node]struct{}) {
 // restitch re-stitches dirty nodes that hold an entity and forgets nodes
 // nothing refers to any more.
 func (e *Emulator) restitch(dirty map[*node]struct{}) {
+	if e.unsorted {
+		e.sortRecords()
+	}
 	for n := range dirty {
 		if n.rec != nil {
 			n.rec.stitch()
@@ -225,6 +238,9 @@ func (e *Emulator) Delete(refs ...string) error {
 		n := e.nodes[ref.String()]
 		if n == nil || n.rec == nil {
 			return fmt.Errorf("delete entity %s: %w", ref, ErrNoEntity)
+		}
+		if e.unsorted {
+			e.sortRecords()
 		}
 		e.dropEmitted(n, dirty)
 		rec := n.rec
