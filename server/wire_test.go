@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -383,5 +384,57 @@ func TestServeErrors(t *testing.T) {
 	}
 	if err := srv.ListenAndServe(context.Background(), "256.0.0.1:bad", "", ""); err == nil || !strings.Contains(err.Error(), "256.0.0.1:bad") {
 		t.Errorf("ListenAndServe on a bad address: %v", err)
+	}
+}
+
+// TestGracefulShutdown ends Serve's context while a PublishChanges call is
+// in the Backend: the call still completes and is acknowledged, and Serve
+// returns nil.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	b := &servertest.Backend{BeforePublish: func(context.Context) {
+		close(entered)
+		<-release
+	}}
+	srv, err := New(defaultConfig(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, "", "") }()
+
+	c := portbridgev1.NewBridgeServiceClient(dialGRPC(t, "http://"+ln.Addr().String(), insecure.NewCredentials()))
+	answered := make(chan error, 1)
+	go func() {
+		_, err := c.PublishChanges(withToken(context.Background(), testToken),
+			&portbridgev1.PublishChangesRequest{Changes: []*portbridgev1.Change{del("component:default/a")}})
+		answered <- err
+	}()
+	<-entered
+	cancel() // shutdown starts with the call in flight
+	// Shutdown closes the listener first: once dials fail, it has begun.
+	for {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			break
+		}
+		_ = conn.Close()
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-answered; err != nil {
+		t.Errorf("in-flight call during shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if n := len(b.Batches()); n != 1 {
+		t.Errorf("stored %d batches, want 1", n)
 	}
 }

@@ -36,6 +36,9 @@ type Backend struct {
 	StatusErr error
 	// PreviewErr is returned by PreviewMapping.
 	PreviewErr error
+	// BeforePublish, if set, is called at the start of every Publish, outside
+	// the Backend's lock; a test can block in it to hold a call in flight.
+	BeforePublish func(ctx context.Context)
 
 	mu        sync.Mutex
 	calls     int
@@ -46,7 +49,10 @@ type Backend struct {
 }
 
 // Publish records the batch, or returns the next of PublishErrs.
-func (b *Backend) Publish(_ context.Context, changes []*portbridgev1.Change, fullSnapshot bool, source string) (uint64, error) {
+func (b *Backend) Publish(ctx context.Context, changes []*portbridgev1.Change, fullSnapshot bool, source string) (uint64, error) {
+	if b.BeforePublish != nil {
+		b.BeforePublish(ctx)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls++
