@@ -90,6 +90,10 @@ type Options struct {
 	PageSize          int
 	// RetryBase and RetryMax bound the backoff of a failed change.
 	RetryBase, RetryMax time.Duration
+	// PushRetryWindow is how long an entity whose push failed for a
+	// retryable reason is tried again before it counts as failed (a
+	// resync waits that long for a Port outage to end). Default 5 min.
+	PushRetryWindow time.Duration
 
 	Version  string
 	Logger   *slog.Logger
@@ -167,6 +171,9 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 5 * time.Minute
+	}
+	if opts.PushRetryWindow <= 0 {
+		opts.PushRetryWindow = 5 * time.Minute
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -14,6 +14,7 @@ type metrics struct {
 	skips            *prometheus.CounterVec
 	deletes          *prometheus.CounterVec
 	deletionsRefused prometheus.Counter
+	pushRetries      prometheus.Counter
 	portBulkSeconds  prometheus.Histogram
 	applySeconds     prometheus.Histogram
 	mappingWarnings  *prometheus.CounterVec
@@ -39,6 +40,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portbridge_port_deletes_total", Help: "Port entities deleted, by blueprint."}, []string{"blueprint"}),
 		deletionsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "portbridge_resync_deletions_refused_total",
 			Help: "Resyncs that planned more deletions than entityDeletionThreshold allows and deleted nothing."}),
+		pushRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "portbridge_port_push_retries_total",
+			Help: "Entities pushed again after a retryable failure (429, 5xx, network) outlasted the Port client's own retries."}),
 		portBulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "portbridge_port_bulk_upsert_seconds", Help: "Duration of bulk upserts (including retries and rate-limit waits).",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "portbridge_change_apply_seconds", Help: "Time from storing a change notification to Port confirming it.",
@@ -50,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		resyncEntities: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "portbridge_resync_last_entities", Help: "Counts of the last pass by type and count (seen, pushed, unchanged, skipped, deleted, failed)."},
 			[]string{"type", "count"}),
 	}
-	for _, c := range []prometheus.Collector{m.queueDepth, m.retrying, m.received, m.stale, m.pushes, m.skips, m.deletes, m.deletionsRefused, m.portBulkSeconds,
+	for _, c := range []prometheus.Collector{m.queueDepth, m.retrying, m.received, m.stale, m.pushes, m.skips, m.deletes, m.deletionsRefused, m.pushRetries, m.portBulkSeconds,
 		m.applySeconds, m.mappingWarnings, m.mappingSkips, m.resyncs, m.resyncSeconds, m.resyncEntities} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -23,6 +23,9 @@ type pushItem struct {
 	// done is called once with Port's verdict, after the entity's record
 	// was committed to the state file (on success). It must not block.
 	done func(created bool, err error)
+
+	firstTry time.Time
+	attempts int
 }
 
 // pusher batches entities across callers into bulk upserts per blueprint:
@@ -149,8 +152,7 @@ func (p *pusher) sendNow(ctx context.Context, blueprint string, items []pushItem
 		err = fmt.Errorf("bulk upsert of %d entities to blueprint %s: %w", len(items), blueprint, err)
 		p.eng.setErr(err)
 		for _, it := range items {
-			p.eng.metrics.pushes.WithLabelValues(blueprint, "failed").Inc()
-			it.done(false, err)
+			p.fail(ctx, it, err)
 		}
 		return
 	}
@@ -170,10 +172,9 @@ func (p *pusher) sendNow(ctx context.Context, blueprint string, items []pushItem
 		it := items[i]
 		switch {
 		case r.Err != nil:
-			p.eng.metrics.pushes.WithLabelValues(blueprint, "failed").Inc()
 			err := fmt.Errorf("upsert %s (from %s) to blueprint %s: %w", it.key.Identifier, it.ref, blueprint, r.Err)
 			p.eng.setErr(err)
-			it.done(false, err)
+			p.fail(ctx, it, err)
 		case commitErr != nil:
 			// Port has it but we could not record it: the next pass pushes
 			// it again, which is harmless.
@@ -183,4 +184,26 @@ func (p *pusher) sendNow(ctx context.Context, blueprint string, items []pushItem
 			it.done(r.Created, nil)
 		}
 	}
+}
+
+// fail retries an entity whose push failed for a passing reason (Port
+// overloaded, rate-limited or unreachable beyond the client's own retries)
+// with backoff for up to the retry window, then reports the failure.
+func (p *pusher) fail(ctx context.Context, it pushItem, err error) {
+	if it.firstTry.IsZero() {
+		it.firstTry = time.Now()
+	}
+	if ctx.Err() == nil && port.IsRetryable(err) && time.Since(it.firstTry) < p.eng.opts.PushRetryWindow {
+		it.attempts++
+		delay := p.eng.backoff(it.attempts)
+		p.eng.metrics.pushRetries.Inc()
+		p.sends.Add(1)
+		time.AfterFunc(delay, func() {
+			defer p.sends.Done()
+			p.add(ctx, it)
+		})
+		return
+	}
+	p.eng.metrics.pushes.WithLabelValues(it.key.Blueprint, "failed").Inc()
+	it.done(false, err)
 }

@@ -562,7 +562,7 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 			return nil
 		}
 		// Written after the resync started: the change path knows better.
-		if !rec.PushedAt.Before(sc.started.Truncate(time.Second)) {
+		if !rec.PushedAt.Before(sc.started.Truncate(time.Millisecond)) {
 			return nil
 		}
 		cands = append(cands, cand{k, rec.Ref})

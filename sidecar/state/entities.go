@@ -40,14 +40,14 @@ type EntityRecord struct {
 	Hash uint64
 	// Ref is the Backstage entity that produced it.
 	Ref string
-	// PushedAt is when Port confirmed it (second precision).
+	// PushedAt is when Port confirmed it (millisecond precision).
 	PushedAt time.Time
 }
 
 func (r EntityRecord) encode() []byte {
 	b := make([]byte, 8, 8+binary.MaxVarintLen64+len(r.Ref))
 	binary.BigEndian.PutUint64(b, r.Hash)
-	b = binary.AppendVarint(b, r.PushedAt.Unix())
+	b = binary.AppendVarint(b, r.PushedAt.UnixMilli())
 	return append(b, r.Ref...)
 }
 
@@ -55,11 +55,11 @@ func decodeEntity(v []byte) (EntityRecord, error) {
 	if len(v) < 9 {
 		return EntityRecord{}, fmt.Errorf("corrupt entity record of %d bytes", len(v))
 	}
-	secs, n := binary.Varint(v[8:])
+	ms, n := binary.Varint(v[8:])
 	if n <= 0 {
 		return EntityRecord{}, fmt.Errorf("corrupt entity record time")
 	}
-	return EntityRecord{Hash: binary.BigEndian.Uint64(v), PushedAt: time.Unix(secs, 0), Ref: string(v[8+n:])}, nil
+	return EntityRecord{Hash: binary.BigEndian.Uint64(v), PushedAt: time.UnixMilli(ms), Ref: string(v[8+n:])}, nil
 }
 
 // RefRecord is what the sidecar remembers of a Backstage entity.

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/portbridge/portbridge/client"
+	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
+	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
+	"github.com/portbridge/portbridge/sidecar/config"
+	"github.com/portbridge/portbridge/sidecar/poller"
+	"github.com/portbridge/portbridge/sidecar/port/porttest"
+)
+
+// runDev starts the emulated Backstage catalog with the example catalog, the
+// emulated Port API and the sidecar in this one process on loopback, runs
+// the initial resync, prints what landed in Port, and keeps propagating
+// catalog changes (polled like the Backstage module does) until interrupted.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "sidecar listen address")
+	catalogListen := fs.String("catalog-listen", "127.0.0.1:7007", "emulated Backstage catalog listen address")
+	portListen := fs.String("port-listen", "127.0.0.1:5050", "emulated Port API listen address")
+	examples := fs.String("catalog", "testdata/backstage-examples/all.yaml,testdata/backstage-examples/acme-corp.yaml", "comma-separated catalog YAML files to load (Location targets are followed); if missing, a synthetic catalog is generated")
+	generate := fs.Int("generate", 0, "load N synthetic entities instead of the example catalog")
+	statePath := fs.String("state", "", "state file (default: a new temporary file, removed at exit)")
+	poll := fs.Duration("poll", time.Second, "how often the built-in poller (the Backstage module's twin) checks the catalog")
+	grace := fs.Duration("delete-grace", 3*time.Second, "deletion grace period")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *logFormat, "info", nil)
+
+	// The emulated Backstage catalog.
+	bsToken := "dev-backstage-" + randomHex(6)
+	cat := catalogtest.New(catalogtest.Options{Token: bsToken, Logger: log.With("emulator", "backstage")})
+	loaded := ""
+	switch {
+	case *generate > 0:
+		if err := cat.UpsertAll(catalogtest.Generate(*generate, 1)); err != nil {
+			return fmt.Errorf("generate catalog: %w", err)
+		}
+		loaded = fmt.Sprintf("%d synthetic entities", *generate)
+	default:
+		files := strings.Split(*examples, ",")
+		if _, err := os.Stat(files[0]); err != nil {
+			log.Warn("example catalog not found (run from the repository root, or pass --catalog); generating 100 synthetic entities", "catalog", *examples)
+			if err := cat.UpsertAll(catalogtest.Generate(100, 1)); err != nil {
+				return err
+			}
+			loaded = "100 synthetic entities"
+		} else {
+			if err := cat.LoadFiles(files...); err != nil {
+				return fmt.Errorf("load %s: %w", *examples, err)
+			}
+			loaded = *examples
+		}
+	}
+	catURL, stopCat, err := serveHTTP(*catalogListen, cat)
+	if err != nil {
+		return fmt.Errorf("catalog emulator: %w", err)
+	}
+	defer stopCat()
+
+	// The emulated Port API.
+	portEmu := porttest.New(porttest.Options{Logger: log.With("emulator", "port")})
+	portURL, stopPort, err := serveHTTP(*portListen, portEmu)
+	if err != nil {
+		return fmt.Errorf("port emulator: %w", err)
+	}
+	defer stopPort()
+
+	// The sidecar.
+	cfg := config.Default()
+	cfg.Server.Listen = *listen
+	cfg.Server.Token = "dev-" + randomHex(12)
+	cfg.Backstage.BaseURL, cfg.Backstage.Token = catURL, bsToken
+	cfg.Port.BaseURL, cfg.Port.ClientID, cfg.Port.ClientSecret = portURL, portEmu.ClientID(), portEmu.ClientSecret()
+	cfg.Sync.DeleteGracePeriod = config.Duration(*grace)
+	cfg.Log.Format = *logFormat
+	cfg.State.Path = *statePath
+	if cfg.State.Path == "" {
+		dir, err := os.MkdirTemp("", "portbridge-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.State.Path = filepath.Join(dir, "state.db")
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	addrc := make(chan string, 1)
+	var wg sync.WaitGroup
+	var serveErr error
+	wg.Go(func() {
+		serveErr = serve(ctx, &cfg, log, func(addr string) { addrc <- addr })
+		cancel()
+	})
+	defer wg.Wait()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case <-ctx.Done():
+		wg.Wait()
+		return serveErr
+	}
+	sidecarURL := "http://" + addr
+	cl, err := client.New(sidecarURL, cfg.Server.Token)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	// Wait for the initial resync, then show what landed.
+	start := time.Now()
+	st, err := waitFirstResync(ctx, cl)
+	if err != nil {
+		return err
+	}
+	lr := st.GetLastResync()
+	t := lr.GetTotals()
+	fmt.Fprintf(stdout, "\nInitial resync of %s: %s in %s — %d catalog entities, %d Port entities pushed, %d failed.\n\n", loaded, lr.GetState(),
+		time.Since(start).Round(time.Millisecond), t.GetSeen(), t.GetPushed(), t.GetFailed())
+	printLanded(stdout, portEmu, st.GetOwnedEntities())
+	fmt.Fprintf(stdout, `
+  Sidecar (Connect, gRPC, gRPC-Web)  %s      token: %s
+  Emulated Backstage catalog         %s/api/catalog   token: %s
+  Emulated Port API                  %s/v1            client id/secret: %s / %s
+  Metrics                            %s/metrics
+
+Try it (another terminal):
+  portbridge status --addr %s --token %s
+  curl -s -X POST %s/_emulator/entities -H 'Content-Type: application/yaml' --data-binary $'apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: hello-dev\n  description: added in dev\nspec:\n  type: service\n  lifecycle: experimental\n  owner: team-a\n'
+  curl -s %s/_emulator/dump | jq '.entities.component["component:default/hello-dev"]'
+  curl -s -X DELETE %s/_emulator/entities/component/default/hello-dev
+
+Changes are polled every %s (as the Backstage module does) and reach Port within about a second. Ctrl-C stops everything.
+`, sidecarURL, cfg.Server.Token, catURL, bsToken, portURL, portEmu.ClientID(), portEmu.ClientSecret(), sidecarURL,
+		sidecarURL, cfg.Server.Token, catURL, portURL, catURL, *poll)
+
+	// The Backstage module's twin: poll the catalog, publish changes.
+	cc, err := catalog.New(catalog.Config{BaseURL: catURL, Token: bsToken})
+	if err != nil {
+		return err
+	}
+	p := poller.New(cc, cl, 100, log.With("component", "poller"))
+	wg.Go(func() { p.Run(ctx, *poll) })
+	<-ctx.Done()
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, context.Canceled) {
+		return serveErr
+	}
+	return nil
+}
+
+func waitFirstResync(ctx context.Context, cl *client.Client) (*portbridgev1.GetStatusResponse, error) {
+	for {
+		st, err := cl.GetStatus(ctx)
+		if err == nil && st.GetLastResync() != nil {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func printLanded(w io.Writer, emu *porttest.Emulator, owned map[string]uint64) {
+	bps := make([]string, 0, len(owned))
+	for bp := range owned {
+		bps = append(bps, bp)
+	}
+	slices.Sort(bps)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  BLUEPRINT\tIN PORT\tOWNED BY PORTBRIDGE")
+	for _, bp := range bps {
+		fmt.Fprintf(tw, "  %s\t%d\t%d\n", bp, len(emu.Entities(bp)), owned[bp])
+	}
+	_ = tw.Flush()
+}
+
+// serveHTTP serves h on addr (falling back to a free port when addr is
+// taken) and returns its base URL and a stop function.
+func serveHTTP(addr string, h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		if ln, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+			return "", nil, err
+		}
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

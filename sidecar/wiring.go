@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/config"
+	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/state"
+	"github.com/portbridge/portbridge/sidecar/version"
+)
+
+// sidecar is the wired product: state, clients, mapping and engine.
+type sidecar struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+	store    *state.Store
+	port     *port.Client
+	catalog  *catalog.Client
+	engine   *engine.Engine
+}
+
+// build opens the state file and wires every part from cfg. Blueprint setup
+// talks to Port; a Port that cannot be reached is logged, not fatal (the
+// queue still accepts changes and the engine retries).
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	mcfg, blueprints, err := loadMapping(cfg)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(cfg.State.Path, state.Options{})
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = store.Close()
+		}
+	}()
+	instance, err := instanceID(store)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := port.New(port.Config{BaseURL: cfg.Port.BaseURL, ClientID: cfg.Port.ClientID, ClientSecret: cfg.Port.ClientSecret,
+		UserAgent: "portbridge/" + version.Version, InstanceID: instance, MaxConcurrency: cfg.Port.MaxConcurrency,
+		RequestsPerSecond: cfg.Port.RequestsPerSecond, Logger: log.With("peer", "port"), Metrics: reg})
+	if err != nil {
+		return nil, fmt.Errorf("key port: %w", err)
+	}
+	cc, err := catalog.New(catalog.Config{BaseURL: cfg.Backstage.BaseURL, Token: cfg.Backstage.Token, PageSize: cfg.Backstage.PageSize,
+		Logger: log.With("peer", "backstage"), Metrics: reg})
+	if err != nil {
+		return nil, fmt.Errorf("key backstage: %w", err)
+	}
+	if cfg.Mapping.InitializePortResources {
+		blueprints = setupBlueprints(ctx, log, pc, blueprints)
+	}
+	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), Blueprints: blueprints}
+	mapper, err := mapping.New(mcfg, mopts)
+	if err != nil {
+		return nil, fmt.Errorf("mapping: %w", err)
+	}
+	eng, err := engine.New(engine.Options{
+		Store: store, Catalog: cc, Port: pc, Mapper: mapper,
+		CompileMapping: func(doc []byte) (engine.Mapper, error) {
+			c, err := mapping.Load(doc, "request mapping")
+			if err != nil {
+				return nil, err
+			}
+			return mapping.New(c, mopts)
+		},
+		ManagedBlueprints:            mcfg.ManagedBlueprints(),
+		Policy:                       engine.Policy(cfg.Sync.Policy),
+		CreateMissingRelatedEntities: mcfg.CreateMissingRelatedEntities,
+		MergeEntities:                mcfg.EnableMergeEntity,
+		DeleteDependents:             mcfg.DeleteDependentEntities,
+		DeletionThreshold:            mcfg.EntityDeletionThreshold,
+		Workers:                      cfg.Sync.Workers,
+		FlushInterval:                cfg.Sync.FlushInterval.D(),
+		DeleteGracePeriod:            cfg.Sync.DeleteGracePeriod.D(),
+		ResyncInterval:               cfg.Sync.ResyncInterval.D(),
+		ResyncOnStart:                cfg.Sync.ResyncOnStart,
+		VerifyInterval:               cfg.Sync.VerifyInterval.D(),
+		PageSize:                     cfg.Backstage.PageSize,
+		Version:                      version.Version,
+		Logger:                       log,
+		Registry:                     reg,
+		CatalogURL:                   cfg.Backstage.BaseURL,
+		PortURL:                      cfg.Port.BaseURL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return &sidecar{cfg: cfg, log: log, registry: reg, store: store, port: pc, catalog: cc, engine: eng}, nil
+}
+
+// loadMapping reads the mapping and blueprint files, or the embedded
+// defaults.
+func loadMapping(cfg *config.Config) (*mapping.Config, []port.Blueprint, error) {
+	mcfg := mapping.DefaultConfig()
+	if cfg.Mapping.File != "" {
+		data, err := os.ReadFile(cfg.Mapping.File)
+		if err != nil {
+			return nil, nil, fmt.Errorf("key mapping.file: %w", err)
+		}
+		if mcfg, err = mapping.Load(data, cfg.Mapping.File); err != nil {
+			return nil, nil, fmt.Errorf("key mapping.file: %w", err)
+		}
+	}
+	blueprints := mapping.DefaultBlueprints()
+	if cfg.Mapping.BlueprintsFile != "" {
+		data, err := os.ReadFile(cfg.Mapping.BlueprintsFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("key mapping.blueprintsFile: %w", err)
+		}
+		blueprints = nil
+		if err := json.Unmarshal(data, &blueprints); err != nil {
+			return nil, nil, fmt.Errorf("key mapping.blueprintsFile: %s: %w", cfg.Mapping.BlueprintsFile, err)
+		}
+	}
+	return mcfg, blueprints, nil
+}
+
+// setupBlueprints creates missing blueprints and returns the blueprints as
+// Port has them (a user may have changed relations), falling back to ours.
+func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps []port.Blueprint) []port.Blueprint {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	created, err := mapping.EnsureBlueprints(ctx, pc, bps)
+	if err != nil {
+		log.Error("blueprint setup failed; continuing with the local blueprint definitions", "error", err)
+		return bps
+	}
+	if len(created) > 0 {
+		log.Info("created missing blueprints in Port", "blueprints", created)
+	}
+	out := make([]port.Blueprint, 0, len(bps))
+	for _, b := range bps {
+		got, err := pc.GetBlueprint(ctx, b.Identifier)
+		if err != nil {
+			out = append(out, b)
+			continue
+		}
+		out = append(out, *got)
+	}
+	return out
+}
+
+// instanceID returns this installation's id, made once and kept in the
+// state file; Port records it (in the User-Agent) as the data source.
+func instanceID(store *state.Store) (string, error) {
+	v, err := store.GetMeta("instance_id")
+	if err != nil {
+		return "", err
+	}
+	if len(v) > 0 {
+		return string(v), nil
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := store.PutMeta("instance_id", []byte(id)); err != nil {
+		return "", errors.Join(fmt.Errorf("store instance id"), err)
+	}
+	return id, nil
+}
+
+func (s *sidecar) close() error { return s.store.Close() }
