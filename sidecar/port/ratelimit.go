@@ -143,6 +143,8 @@ func (l *Limiter) observe(status int, h http.Header) {
 	remaining, hasRemaining := headerInt(h, "X-Ratelimit-Remaining")
 	period, hasPeriod := headerInt(h, "X-Ratelimit-Period")
 	reset, hasReset := parseReset(h.Get("X-Ratelimit-Reset"), now)
+	// A different limit or period starts the accounting afresh.
+	changed := (hasLimit && int(limit) != l.limit) || (hasPeriod && time.Duration(period)*time.Second != l.period)
 	if hasLimit {
 		l.limit = int(limit)
 		l.lastSeen.Limit = int(limit)
@@ -159,7 +161,7 @@ func (l *Limiter) observe(status int, h http.Header) {
 	}
 	if hasRemaining && hasReset && hasLimit {
 		switch {
-		case l.windowEnd.IsZero() || reset.After(l.windowEnd.Add(time.Second/2)):
+		case changed || l.windowEnd.IsZero() || reset.After(l.windowEnd.Add(time.Second/2)):
 			// A newer window: other requests in flight may not be counted
 			// in this answer yet.
 			l.windowEnd = reset
