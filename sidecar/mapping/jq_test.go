@@ -240,4 +240,3 @@ func runJQ(t *testing.T, jq, program string, input []byte) []any {
 	}
 	return out
 }
-

@@ -79,9 +79,9 @@ type Mapped struct {
 // warning leaves the field null; a skip drops the entity for that resource.
 // ResourceIndex is -1 for problems with the input entity itself.
 type Warning struct {
-	ResourceIndex int
-	Field         string
-	Message       string
+	ResourceIndex int    `json:"resourceIndex"`
+	Field         string `json:"field,omitempty"`
+	Message       string `json:"message"`
 }
 
 // Result is what one Backstage entity mapped to.
