@@ -91,18 +91,23 @@ const measureModule = createBackendModule({
       async init({ catalog, auth, logger, lifecycle, database }) {
         const { Poller, ApiLister, DatabaseLister, SidecarClient } = require(pkgDir);
         const api = new ApiLister(catalog, Number(process.env.BENCH_PAGE_SIZE || 1000));
-        const lister =
-          process.env.BENCH_LIST_SOURCE === 'database'
-            ? new DatabaseLister(() => database.getClient(), api, m => logger.warn(m))
-            : api;
-        const poller = new Poller({
-          catalog,
-          auth,
-          logger,
-          lister,
-          sidecar: new SidecarClient({ baseUrl: process.env.BENCH_SIDECAR_URL, token: process.env.BENCH_SIDECAR_TOKEN, requestTimeoutMs: 30000 }),
-          options: { batchSize: 200, maxBatchBytes: 1 << 20, initialBackoffMs: 500, maxBackoffMs: 30000, source: 'bench' },
-        });
+        const listers = {
+          api,
+          database: new DatabaseLister(() => database.getClient(), api, m => logger.warn(m)),
+        };
+        // One poller per listing source (each with its own view); they take turns.
+        const pollers = (process.env.BENCH_LIST_SOURCES || 'api,database').split(',').map(name => ({
+          name,
+          poller: new Poller({
+            catalog,
+            auth,
+            logger,
+            lister: listers[name],
+            sidecar: new SidecarClient({ baseUrl: process.env.BENCH_SIDECAR_URL, token: process.env.BENCH_SIDECAR_TOKEN, requestTimeoutMs: 30000 }),
+            options: { batchSize: 200, maxBatchBytes: 1 << 20, initialBackoffMs: 500, maxBackoffMs: 30000, source: `bench-${name}` },
+          }),
+        }));
+        let turn = 0;
         const interval = Number(process.env.BENCH_INTERVAL_MS || 5000);
         const eld = monitorEventLoopDelay({ resolution: 5 });
         eld.enable();
@@ -113,6 +118,7 @@ const measureModule = createBackendModule({
             await new Promise(r => setTimeout(r, 200));
           }
           while (!stopped) {
+            const { name, poller } = pollers[turn++ % pollers.length];
             eld.reset();
             const cpu0 = process.cpuUsage();
             const t0 = performance.now();
@@ -124,7 +130,7 @@ const measureModule = createBackendModule({
             await new Promise(r => setTimeout(r, Math.max(0, interval - wallMs)));
             const idle = { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6 };
             process.stdout.write(
-              `BENCH_POLL ${JSON.stringify({ cpuMs: (cpu.user + cpu.system) / 1000, wallMs, eldDuring: during, eldIdle: idle, stats })}\n`,
+              `BENCH_POLL ${JSON.stringify({ source: name, cpuMs: (cpu.user + cpu.system) / 1000, wallMs, eldDuring: during, eldIdle: idle, stats })}\n`,
             );
           }
         };

@@ -152,21 +152,23 @@ const pct = (xs, p) => {
 };
 const f1 = x => x.toFixed(1);
 
-async function measureMode(sidecarUrl, listSource) {
+async function measureMode(sidecarUrl) {
   const polls = [];
-  fs.rmSync(path.join(work, 'start-measure'), { force: true });
   const { child, port } = await startBackend('measure', sidecarUrl, line => {
     if (line.startsWith('BENCH_POLL ')) polls.push(JSON.parse(line.slice(11)));
-  }, { BENCH_LIST_SOURCE: listSource });
+  });
   const ingestS = await waitIngested(port);
   fs.writeFileSync(path.join(work, 'start-measure'), '');
   // Wait for a poll that saw the whole catalog, then for a full window of steady polls.
   while (!polls.some(p => p.stats && p.stats.listed >= N)) await sleep(200);
   const settled = polls.length;
-  const want = Math.max(5, Math.floor((WINDOW_S * 1000) / INTERVAL_MS));
+  const want = Math.max(10, Math.floor((WINDOW_S * 1000) / INTERVAL_MS));
   while (polls.filter((p, i) => i > settled && p.stats && p.stats.upserts === 0).length < want) await sleep(500);
   await stop(child);
-  const snapshot = polls.find(p => p.stats && p.stats.listed >= N && p.stats.upserts > 0);
+  const snapshot = {};
+  for (const p of polls) {
+    if (p.stats && p.stats.listed >= N && p.stats.upserts >= N && !snapshot[p.source]) snapshot[p.source] = p;
+  }
   const steady = polls.filter((p, i) => i > settled && p.stats && p.stats.upserts === 0 && p.stats.deletes === 0);
   return { ingestS, snapshot, steady };
 }
@@ -223,8 +225,9 @@ portBridge:
   );
   console.log(`port-bridge poll cost: ${N} entities, poll every ${INTERVAL_MS} ms, window ${WINDOW_S} s, ${os.cpus().length} cores, node ${process.version}`);
 
+  const polls = await measureMode(sidecar.url);
   for (const listSource of (process.env.BENCH_LIST_SOURCES || 'api,database').split(',')) {
-    await reportMeasure(sidecar, listSource);
+    report(polls, listSource);
   }
   if (process.env.BENCH_SKIP_WINDOW) return;
   const none = await windowMode('none', sidecar);
@@ -234,8 +237,8 @@ portBridge:
   console.log(`backend CPU share over ${WINDOW_S} s, steady: without module ${f1(none.corePct)} % of a core, with module (listSource api) ${f1(mod.corePct)} % (difference ${f1(mod.corePct - none.corePct)} %), ${mod.requests} sidecar requests in the window`);
 }
 
-async function reportMeasure(sidecar, listSource) {
-  const m = await measureMode(sidecar.url, listSource);
+function report(all, listSource) {
+  const m = { ingestS: all.ingestS, snapshot: all.snapshot[listSource], steady: all.steady.filter(p => p.source === listSource) };
   console.log(`\n## listSource ${listSource}`);
   const cpu = m.steady.map(p => p.cpuMs);
   const wall = m.steady.map(p => p.wallMs);
