@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -52,6 +53,36 @@ type Mapper struct {
 	kinds     []string
 	finger    string
 	bufs      sync.Pool
+	docs      docCache
+}
+
+// docCache remembers documents parsed for object properties (API
+// definitions), keyed by the hash of their text: a resync maps the same
+// definitions again and again. The cached objects are shared and read-only.
+type docCache struct {
+	m sync.Map // uint64 -> map[string]any
+	n atomic.Int64
+}
+
+const (
+	docCacheEntries = 4096
+	docCacheMinSize = 512 // smaller texts parse faster than they hash and look up
+)
+
+func (d *docCache) parse(s string) (map[string]any, error) {
+	if len(s) < docCacheMinSize {
+		return parseDocument(s)
+	}
+	key := xxhash.Sum64String(s)
+	if v, ok := d.m.Load(key); ok {
+		return v.(map[string]any), nil
+	}
+	obj, err := parseDocument(s)
+	if err == nil && d.n.Load() < docCacheEntries {
+		d.n.Add(1)
+		d.m.Store(key, obj)
+	}
+	return obj, err
 }
 
 // Mapped is one Port entity produced by one resource from one Backstage
@@ -406,7 +437,7 @@ func (m *Mapper) finish(c *compiled, raw []any, res *Result) {
 		for _, p := range c.props {
 			v := f.value(p.slot)
 			if s, ok := v.(string); ok && m.bps.objectProperty(bp, p.name) {
-				v = f.parseObject(s, "properties."+p.name)
+				v = f.parseObject(&m.docs, s, "properties."+p.name)
 			}
 			e.Properties[p.name] = v
 		}
@@ -559,8 +590,8 @@ func (f *finisher) relation(r relField, many bool) any {
 
 // parseObject turns a JSON or YAML document in a string into an object, for a
 // blueprint property of type object (API definitions).
-func (f *finisher) parseObject(s, field string) any {
-	obj, err := parseDocument(s)
+func (f *finisher) parseObject(docs *docCache, s, field string) any {
+	obj, err := docs.parse(s)
 	if err != nil {
 		f.res.Warnings = append(f.res.Warnings, Warning{f.c.index, field, "the blueprint property is an object and the value is not a JSON or YAML object: " + err.Error()})
 		return nil
