@@ -120,3 +120,9 @@ tool (
 	google.golang.org/protobuf/cmd/protoc-gen-go
 	honnef.co/go/tools/cmd/staticcheck
 )
+
+// npm trees: never part of ./...
+ignore (
+	./client/backstage
+	./test/backstage/node_modules
+)

@@ -151,7 +151,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 Try it (another terminal):
   portbridge status --addr %s --token %s
   curl -s -X POST %s/_emulator/entities -H 'Content-Type: application/yaml' --data-binary $'apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: hello-dev\n  description: added in dev\nspec:\n  type: service\n  lifecycle: experimental\n  owner: team-a\n'
-  curl -s %s/_emulator/dump | jq '.entities.component["component:default/hello-dev"]'
+  curl -s %s/_emulator/dump | jq '.entities.component[] | select(.identifier == "component:default/hello-dev")'
   curl -s -X DELETE %s/_emulator/entities/component/default/hello-dev
 
 Changes are polled every %s (as the Backstage module does) and reach Port within about a second. Ctrl-C stops everything.

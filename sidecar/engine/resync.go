@@ -142,6 +142,12 @@ func (e *Engine) scheduleResyncs(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case req := <-e.resyncReq:
+			if req.report.Trigger == "snapshot" {
+				// A publisher's full snapshot is in the queue: apply it
+				// first, so the resync compares against it instead of
+				// skipping every entity that has a queued notification.
+				e.waitQueueDrained(ctx, 5*time.Minute)
+			}
 			_, _ = e.runResync(ctx, req.report)
 			e.mu.Lock()
 			verify := e.verifyAfter
@@ -641,4 +647,22 @@ func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*ResyncReport, error
 	cancel()
 	<-done
 	return rep, err
+}
+
+// waitQueueDrained waits until no change is queued, ctx ends or max passes.
+func (e *Engine) waitQueueDrained(ctx context.Context, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		e.mu.Lock()
+		n := len(e.pending)
+		e.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
