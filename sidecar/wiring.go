@@ -70,16 +70,25 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 	if err != nil {
 		return nil, fmt.Errorf("key backstage: %w", err)
 	}
-	if cfg.Mapping.InitializePortResources {
-		blueprints = setupBlueprints(ctx, log, pc, blueprints)
-	}
 	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), Blueprints: blueprints}
 	mapper, err := mapping.New(mcfg, mopts)
 	if err != nil {
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
+	// Blueprint setup needs Port; it runs when the engine starts, retried
+	// until Port answers, so a Port outage never stops the sidecar from
+	// accepting (and durably queueing) changes.
+	prepare := func(ctx context.Context) (engine.Mapper, error) {
+		bps, err := setupBlueprints(ctx, log, pc, blueprints, cfg.Mapping.InitializePortResources)
+		if err != nil {
+			return nil, err
+		}
+		o := mopts
+		o.Blueprints = bps
+		return mapping.New(mcfg, o)
+	}
 	eng, err := engine.New(engine.Options{
-		Store: store, Catalog: cc, Port: pc, Mapper: mapper,
+		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare,
 		CompileMapping: func(doc []byte) (engine.Mapper, error) {
 			c, err := mapping.Load(doc, "request mapping")
 			if err != nil {
@@ -140,29 +149,35 @@ func loadMapping(cfg *config.Config) (*mapping.Config, []port.Blueprint, error) 
 	return mcfg, blueprints, nil
 }
 
-// setupBlueprints creates missing blueprints and returns the blueprints as
-// Port has them (a user may have changed relations), falling back to ours.
-func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps []port.Blueprint) []port.Blueprint {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+// setupBlueprints creates missing blueprints (when create is set) and
+// returns the blueprints as Port has them (a user may have changed
+// relations), with ours for any Port does not have.
+func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps []port.Blueprint, create bool) ([]port.Blueprint, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	created, err := mapping.EnsureBlueprints(ctx, pc, bps)
-	if err != nil {
-		log.Error("blueprint setup failed; continuing with the local blueprint definitions", "error", err)
-		return bps
-	}
-	if len(created) > 0 {
-		log.Info("created missing blueprints in Port", "blueprints", created)
+	if create {
+		created, err := mapping.EnsureBlueprints(ctx, pc, bps)
+		if err != nil {
+			return nil, fmt.Errorf("blueprint setup: %w", err)
+		}
+		if len(created) > 0 {
+			log.Info("created missing blueprints in Port", "blueprints", created)
+		}
 	}
 	out := make([]port.Blueprint, 0, len(bps))
 	for _, b := range bps {
 		got, err := pc.GetBlueprint(ctx, b.Identifier)
-		if err != nil {
+		switch {
+		case err == nil:
+			out = append(out, *got)
+		case port.IsNotFound(err):
+			log.Warn("blueprint missing in Port; entities of it will fail until it exists", "blueprint", b.Identifier)
 			out = append(out, b)
-			continue
+		default:
+			return nil, fmt.Errorf("read blueprint %s: %w", b.Identifier, err)
 		}
-		out = append(out, *got)
 	}
-	return out
+	return out, nil
 }
 
 // instanceID returns this installation's id, made once and kept in the

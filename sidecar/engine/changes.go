@@ -116,6 +116,9 @@ func (e *Engine) hasPending(ref string) bool {
 
 // dispatch hands due refs to workers until ctx ends.
 func (e *Engine) dispatch(ctx context.Context) {
+	if !e.waitPrepared(ctx) {
+		return
+	}
 	sem := make(chan struct{}, e.opts.Workers)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -234,9 +237,6 @@ func (e *Engine) finish(p *pendingRef, seqs []uint64, err error) {
 	}
 }
 
-// errStale marks an observation older than the one already applied.
-var errStale = errors.New("stale observation")
-
 func (e *Engine) applyRef(ctx context.Context, ref string, newest state.QueueRef, release func()) error {
 	recs, found, err := e.opts.Store.Refs([]string{ref})
 	if err != nil {
@@ -276,7 +276,7 @@ func (e *Engine) applyRef(ctx context.Context, ref string, newest state.QueueRef
 	} else {
 		entity = qc.Change.GetUpserted().GetEntity().AsMap()
 	}
-	res := e.opts.Mapper.Map(ctx, entity)
+	res := e.mapperNow().Map(ctx, entity)
 	release()
 	return e.upsertRef(ctx, ref, qc.Change.GetUid(), newest.ObservedAt, entity, res, prev)
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,12 @@ type Options struct {
 	Catalog Catalog
 	Port    Port
 	Mapper  Mapper
+	// Prepare, when set, runs at the start of Run before anything is
+	// applied (Port blueprint setup): it is retried with backoff until it
+	// succeeds, while the queue keeps accepting changes. A non-nil Mapper
+	// it returns replaces Mapper (built from the blueprints as Port has
+	// them).
+	Prepare func(ctx context.Context) (Mapper, error)
 	// CompileMapping builds a Mapper from a port-app-config document, for
 	// PreviewMapping with a mapping given in the request. Optional.
 	CompileMapping func(yaml []byte) (Mapper, error)
@@ -111,7 +118,9 @@ type Engine struct {
 	locks   *refLocks
 	started time.Time
 
-	wake chan struct{} // nudges the dispatcher
+	wake     chan struct{} // nudges the dispatcher
+	prepared chan struct{} // closed once Prepare succeeded
+	mapper   atomic.Pointer[mapperBox]
 
 	mu          sync.Mutex
 	pending     map[string]*pendingRef // guarded by mu
@@ -191,7 +200,9 @@ func New(opts Options) (*Engine, error) {
 		wake:      make(chan struct{}, 1),
 		pending:   map[string]*pendingRef{},
 		resyncReq: make(chan resyncRequest, 1),
+		prepared:  make(chan struct{}),
 	}
+	e.mapper.Store(&mapperBox{opts.Mapper})
 	e.pusher = newPusher(opts.Port, port.UpsertOptions{Merge: opts.MergeEntities, CreateMissingRelatedEntities: opts.CreateMissingRelatedEntities}, opts.FlushInterval, e)
 	m.queueDepth.Set(float64(opts.Store.QueueDepth()))
 	return e, nil
@@ -205,6 +216,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	wg.Go(func() { e.prepare(ctx) })
 	pctx, cancelPusher := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Go(func() { e.pusher.run(pctx) })
 	wg.Go(func() { e.dispatch(ctx) })
@@ -227,6 +239,48 @@ func (e *Engine) Run(ctx context.Context) error {
 	cancelPusher()
 	wg.Wait()
 	return nil
+}
+
+type mapperBox struct{ Mapper }
+
+// mapperNow returns the mapper in use.
+func (e *Engine) mapperNow() Mapper { return e.mapper.Load().Mapper }
+
+// prepare runs Options.Prepare until it succeeds, then opens the gate for
+// the change path and resyncs.
+func (e *Engine) prepare(ctx context.Context) {
+	defer close(e.prepared)
+	if e.opts.Prepare == nil {
+		return
+	}
+	for attempt := 1; ; attempt++ {
+		m, err := e.opts.Prepare(ctx)
+		if err == nil {
+			if m != nil {
+				e.mapper.Store(&mapperBox{m})
+			}
+			return
+		}
+		e.setErr(err)
+		e.notePeer(&e.portPeer, err)
+		wait := e.backoff(attempt)
+		e.log.Error("setup failed; changes are queued and applied once it succeeds", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// waitPrepared blocks until Prepare succeeded or ctx ends.
+func (e *Engine) waitPrepared(ctx context.Context) bool {
+	select {
+	case <-e.prepared:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (e *Engine) inflightCount() int {

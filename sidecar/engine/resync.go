@@ -130,6 +130,9 @@ func (e *Engine) requestResync(trigger string, verify bool) (string, bool) {
 // scheduleResyncs runs resyncs and verify passes one at a time: at start,
 // on the intervals, and on request.
 func (e *Engine) scheduleResyncs(ctx context.Context) {
+	if !e.waitPrepared(ctx) {
+		return
+	}
 	if e.opts.ResyncOnStart {
 		e.requestResync("start", false)
 	}
@@ -303,11 +306,10 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 }
 
 type mapped struct {
-	ref    string
-	uid    string
-	kind   string
-	res    mapping.Result
-	failed error
+	ref  string
+	uid  string
+	kind string
+	res  mapping.Result
 }
 
 // resyncPage maps a page on all cores, compares with the state file in one
@@ -407,7 +409,7 @@ func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity)
 		sc.locked = append(sc.locked, r)
 		sc.mu.Unlock()
 	}
-	m.res = e.opts.Mapper.Map(ctx, ent)
+	m.res = e.mapperNow().Map(ctx, ent)
 	e.countMapping(m.kind, m.res)
 	return m
 }
@@ -637,6 +639,15 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 // are done: the one-shot mode (`portbridge sync --once`). Do not call it
 // while Run is running.
 func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*ResyncReport, error) {
+	if e.opts.Prepare != nil {
+		m, err := e.opts.Prepare(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("setup: %w", err)
+		}
+		if m != nil {
+			e.mapper.Store(&mapperBox{m})
+		}
+	}
 	pctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

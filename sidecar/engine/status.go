@@ -90,7 +90,7 @@ func reportStatus(r *ResyncReport) *portbridgev1.ResyncStatus {
 // PreviewMapping maps one entity with the configured mapping, or with
 // mappingYAML when given, and writes nothing.
 func (e *Engine) PreviewMapping(ctx context.Context, entity map[string]any, mappingYAML string) (*portbridgev1.PreviewMappingResponse, error) {
-	m := e.opts.Mapper
+	m := e.mapperNow()
 	if mappingYAML != "" {
 		if e.opts.CompileMapping == nil {
 			return nil, ErrNoPreviewMapping

@@ -96,7 +96,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 		if e.hasPending(r) || !e.locks.tryLock(r) {
 			continue // the change path is on it
 		}
-		res := e.opts.Mapper.Map(ctx, ent)
+		res := e.mapperNow().Map(ctx, ent)
 		keys := make([]state.Key, len(res.Entities))
 		for i, m := range res.Entities {
 			keys[i] = state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier}

@@ -1,0 +1,363 @@
+package main
+
+// Process-level tests: the real binary as a child process, killed with
+// SIGKILL at the worst moments, against the catalog and Port emulators
+// served from this test process.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/portbridge/portbridge/client"
+	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
+	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
+	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/port/porttest"
+)
+
+var buildOnce = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "portbridge-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "portbridge")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// child is a running `portbridge serve`.
+type child struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	url    string
+	token  string
+	config string
+	log    string
+}
+
+type childEnv struct {
+	catalogURL, portURL string
+	statePath           string
+	resyncOnStart       bool
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startChild(t *testing.T, env childEnv) *child {
+	t.Helper()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	c := &child{t: t, url: "http://" + addr, token: "process-test-token", config: filepath.Join(dir, "portbridge.yaml"), log: filepath.Join(dir, "portbridge.log")}
+	cfg := fmt.Sprintf(`server:
+  listen: %s
+  token: %s
+state:
+  path: %s
+backstage:
+  baseUrl: %s
+  token: catalog-token-123
+  pageSize: 200
+port:
+  baseUrl: %s
+  clientId: %s
+  clientSecret: %s
+sync:
+  resyncOnStart: %v
+  deleteGracePeriod: 100ms
+log:
+  level: info
+`, addr, c.token, env.statePath, env.catalogURL, env.portURL, porttest.DefaultClientID, porttest.DefaultClientSecret, env.resyncOnStart)
+	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(c.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(bin, "serve", "--config", c.config)
+	c.cmd.Stdout, c.cmd.Stderr = logf, logf
+	c.cmd.Env = append(os.Environ(), "PORTBRIDGE_PORT_MAX_CONCURRENCY=4")
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			_ = c.cmd.Process.Kill()
+			_ = c.cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(c.log)
+			t.Logf("sidecar log:\n%s", tail(b, 4000))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(c.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(c.log)
+			t.Fatalf("sidecar did not become healthy: %v\n%s", err, tail(b, 4000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func (c *child) kill9() {
+	c.t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = c.cmd.Wait()
+}
+
+func (c *child) client() *client.Client {
+	cl, err := client.New(c.url, c.token, client.WithRetry(0, 0))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(cl.Close)
+	return cl
+}
+
+func change(t *testing.T, ent catalog.Entity) *portbridgev1.Change {
+	t.Helper()
+	ref, err := catalog.RefOf(ent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := structpb.NewStruct(ent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &portbridgev1.Change{EntityRef: ref.String(), ObservedAt: timestamppb.Now(), Change: &portbridgev1.Change_Upserted{Upserted: &portbridgev1.Upserted{Entity: st}}}
+}
+
+func component(name, description string) catalog.Entity {
+	return catalog.Entity{"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
+		"metadata": map[string]any{"name": name, "namespace": "default", "description": description},
+		"spec":     map[string]any{"type": "service", "lifecycle": "production", "owner": "team-a"}}
+}
+
+// The foundation's durability promise: a batch acknowledged by
+// PublishChanges is on disk, whatever happens to the process right after.
+func TestQueueSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	t.Parallel()
+	// Port and Backstage are unreachable: nothing can be applied, so
+	// everything acknowledged must still be queued after the restart.
+	env := childEnv{catalogURL: "http://127.0.0.1:9", portURL: "http://127.0.0.1:9", statePath: filepath.Join(t.TempDir(), "state.db")}
+	c := startChild(t, env)
+	cl := c.client()
+	acked := 0
+	for i := range 20 {
+		var batch []*portbridgev1.Change
+		for j := range 25 {
+			batch = append(batch, change(t, component(fmt.Sprintf("svc-%d-%d", i, j), "v1")))
+		}
+		resp, err := cl.PublishChanges(context.Background(), &portbridgev1.PublishChangesRequest{Changes: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked += int(resp.GetAccepted())
+	}
+	c.kill9() // right after the last answer
+
+	c2 := startChild(t, env)
+	st, err := c2.client().GetStatus(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.GetQueue().GetDepth(); got != uint64(acked) {
+		t.Fatalf("queue depth after kill -9 and restart: %d, acknowledged %d", got, acked)
+	}
+}
+
+// Issue 6: kill -9 during a burst of 1,000 notifications; after the restart
+// every acknowledged change reaches Port.
+func TestBurstSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 2})
+	catSrv := httptest.NewServer(cat)
+	defer catSrv.Close()
+	portEmu := porttest.New(porttest.Options{})
+	portSrv := httptest.NewServer(portEmu)
+	defer portSrv.Close()
+	env := childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: filepath.Join(t.TempDir(), "state.db")}
+	c := startChild(t, env)
+	cl := c.client()
+
+	var acked sync.Map // identifier -> description
+	var n atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 40 {
+			var batch []*portbridgev1.Change
+			var ids []string
+			for j := range 25 {
+				name := fmt.Sprintf("burst-%d-%d", i, j)
+				batch = append(batch, change(t, component(name, "burst "+name)))
+				ids = append(ids, "component:default/"+name)
+			}
+			if _, err := cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: batch}); err != nil {
+				return // the process died under us: this batch was not acknowledged
+			}
+			for _, id := range ids {
+				acked.Store(id, "burst "+id[len("component:default/"):])
+			}
+			n.Add(int64(len(ids)))
+		}
+	}()
+	for n.Load() < 500 {
+		time.Sleep(time.Millisecond)
+	}
+	c.kill9()
+	cancel()
+	<-done
+	total := int(n.Load())
+	if total < 500 {
+		t.Fatalf("only %d acknowledged", total)
+	}
+
+	startChild(t, env)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		missing := 0
+		acked.Range(func(k, v any) bool {
+			r, ok := portEmu.Entity("component", k.(string))
+			if !ok || r.Entity.Properties["description"] != v {
+				missing++
+			}
+			return true
+		})
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged changes never reached Port", missing, total)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%d acknowledged changes before kill -9, all in Port after the restart", total)
+}
+
+// Issue 6: kill -9 during a resync; the next start converges with no
+// duplicates and no wrong deletes.
+func TestResyncSurvivesKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the binary")
+	}
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 3})
+	if err := cat.UpsertAll(catalogtest.Generate(3000, 3)); err != nil {
+		t.Fatal(err)
+	}
+	catSrv := httptest.NewServer(cat)
+	defer catSrv.Close()
+	portEmu := porttest.New(porttest.Options{})
+	portSrv := httptest.NewServer(portEmu)
+	defer portSrv.Close()
+	// Slow Port down so the kill lands in the middle of the resync.
+	portEmu.InjectFaults(porttest.FaultSpec{Latency: 20 * time.Millisecond, Route: "POST /v1/blueprints/{b}/entities/bulk", For: time.Hour})
+	env := childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true}
+	c := startChild(t, env)
+	// A Port entity that is not ours, in a blueprint we manage.
+	for {
+		if _, ok := portEmu.Blueprint("component"); ok {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := portEmu.PutEntity("component", port.Entity{Identifier: "foreign", Title: "Not ours"}, "someone-else", false); err != nil {
+		t.Fatal(err)
+	}
+	for portEmu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"] < 10 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	c.kill9()
+	portEmu.ClearFaults()
+
+	c2 := startChild(t, env)
+	cl := c2.client()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, err := cl.GetStatus(context.Background())
+		if err == nil && st.GetLastResync().GetState() == "succeeded" {
+			break
+		}
+		if err == nil && st.GetLastResync().GetState() == "failed" {
+			t.Fatalf("resync after restart failed: %s", st.GetLastResync().GetError())
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no successful resync after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	inPort := map[string]int{}
+	for _, bp := range []string{"component", "api", "resource", "system", "domain", "group", "user", "location", "template", "backstageEntity"} {
+		for _, e := range portEmu.Entities(bp) {
+			inPort[e.Identifier.(string)]++
+		}
+	}
+	for _, ref := range cat.Refs() {
+		switch inPort[ref] {
+		case 1:
+		case 0:
+			t.Errorf("%s missing in Port after convergence", ref)
+		default:
+			t.Errorf("%s appears %d times in Port", ref, inPort[ref])
+		}
+	}
+	if _, ok := portEmu.Entity("component", "foreign"); !ok {
+		t.Error("the foreign entity was deleted")
+	}
+}
