@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	certs := fs.String("ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "PEM CA bundle to put into the base image")
 	platforms := fs.String("platform", "linux/amd64,linux/arm64", "platforms to build")
 	source := fs.String("source", "", "value of the org.opencontainers.image.source label (optional)")
+	push := fs.String("push", "", "also push the multi-platform image to this `REPOSITORY` (e.g. registry.example.com/platform/portbridge); credentials from ~/.docker/config.json")
+	tags := fs.String("tags", "", "comma-separated tags for -push (default: the version)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ref, err := image.Build(ctx, image.BuildOptions{
 		Ko: *ko, RepoDir: repoDir, OutDir: outDir, CABundle: *certs,
 		Platforms: strings.Split(*platforms, ","), Version: *version, Commit: *commit,
-		Source: *source, Logger: log,
+		Source: *source, PushRepo: *push, Tags: splitNonEmpty(*tags), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -97,6 +99,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var errs []error
 	seen := map[string]bool{}
 	fmt.Fprintf(stdout, "image %s (version %s, commit %s) in OCI layout %s\n", ref, *version, *commit, outDir)
+	if *push != "" {
+		pushed := splitNonEmpty(*tags)
+		if len(pushed) == 0 {
+			pushed = []string{*version}
+		}
+		fmt.Fprintf(stdout, "pushed to %s, tags %s\n", *push, strings.Join(pushed, ", "))
+	}
 	fmt.Fprintf(stdout, "%-14s %-73s %10s  %s\n", "PLATFORM", "DIGEST", "SIZE", "portbridge version")
 	for _, v := range variants {
 		seen[v.Platform] = true
@@ -122,6 +131,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func splitNonEmpty(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func git(ctx context.Context, dir string, args ...string) (string, error) {

@@ -41,6 +41,8 @@ type BuildOptions struct {
 	Version   string   // stamped into the binary (VERSION in .ko.yaml)
 	Commit    string   // stamped into the binary (COMMIT in .ko.yaml)
 	Source    string   // optional org.opencontainers.image.source label
+	PushRepo  string   // optional: also push to this repository (ko's KO_DOCKER_REPO), credentials from the Docker config
+	Tags      []string // tags for PushRepo (default: Version)
 	Logger    *slog.Logger
 }
 
@@ -87,7 +89,8 @@ func Build(ctx context.Context, o BuildOptions) (string, error) {
 	// same digest. So the base is named under the reserved .localhost domain,
 	// which go-containerregistry reaches over plain http, and ko reaches our
 	// registry through HTTP_PROXY. Only plain-http requests use HTTP_PROXY;
-	// ko's `go build` fetches modules over https, untouched.
+	// ko's `go build` fetches modules over https, untouched, and Go never
+	// proxies loopback addresses, so a push to 127.0.0.1 goes direct.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("build image: listen for the local base-image registry: %w", err)
@@ -131,17 +134,26 @@ func Build(ctx context.Context, o BuildOptions) (string, error) {
 	if o.Source != "" {
 		labels = append(labels, "org.opencontainers.image.source="+o.Source)
 	}
-	args := []string{"build", "--push=false", "--bare", "--sbom=none",
+	repo, pushArgs := "portbridge", []string{"--push=false"}
+	if o.PushRepo != "" {
+		tags := o.Tags
+		if len(tags) == 0 {
+			tags = []string{o.Version}
+		}
+		repo, pushArgs = o.PushRepo, []string{"--push=true", "--tags", strings.Join(tags, ",")}
+	}
+	args := append([]string{"build", "--bare", "--sbom=none"}, pushArgs...)
+	args = append(args,
 		"--oci-layout-path", filepath.ToSlash(tmpRel),
 		"--platform", strings.Join(o.Platforms, ","),
 		"--image-label", strings.Join(labels, ","),
-		"./sidecar"}
+		"./sidecar")
 	cmd := exec.CommandContext(ctx, o.Ko, args...)
 	cmd.Dir = o.RepoDir
 	cmd.Env = append(koEnv(os.Environ()),
 		"HTTP_PROXY="+proxy,
 		"KO_DEFAULTBASEIMAGE="+base.String(),
-		"KO_DOCKER_REPO=portbridge",
+		"KO_DOCKER_REPO="+repo,
 		"KO_CONFIG_PATH="+filepath.Join(o.RepoDir, ".ko.yaml"),
 		"VERSION="+o.Version,
 		"COMMIT="+o.Commit,

@@ -1,8 +1,14 @@
 package image
 
 import (
+	"log"
+	"net/http/httptest"
+
 	"archive/tar"
 	"context"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"io"
 	"log/slog"
 	"os"
@@ -234,6 +240,55 @@ func TestKoEnv(t *testing.T) {
 	} {
 		if got := koEnv(tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("koEnv(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestPush builds the fixture and pushes it to an in-process registry on
+// 127.0.0.1, the way `-push` does for a real registry: the pushed tag is the
+// same multi-platform index as the layout's.
+func TestPush(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two images with ko; skipped with -short")
+	}
+	t.Parallel()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	repo := strings.TrimPrefix(reg.URL, "http://") + "/platform/portbridge"
+	dir := writeFixture(t)
+	opts := BuildOptions{
+		Ko: koPath(t), RepoDir: dir, OutDir: filepath.Join(dir, "bin", "image"),
+		CABundle: "/etc/ssl/certs/ca-certificates.crt", Platforms: []string{"linux/amd64", "linux/arm64"},
+		Version: "v1.0.0", Commit: "fedcba9876543210fedcba9876543210fedcba98", PushRepo: repo, Tags: []string{"v1.0.0", "stable"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	ref, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, want, _ := strings.Cut(ref, "@")
+	for _, tag := range opts.Tags {
+		r, err := name.ParseReference(repo + ":" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Index(r)
+		if err != nil {
+			t.Fatalf("%s: %v", r, err)
+		}
+		got, err := idx.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want {
+			t.Errorf("%s is %s, want the layout's index %s", r, got, want)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(im.Manifests) != 2 || !im.Manifests[0].MediaType.IsImage() {
+			t.Errorf("%s: %d manifests (%s), want 2 images", r, len(im.Manifests), im.Manifests[0].MediaType)
 		}
 	}
 }
