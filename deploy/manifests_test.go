@@ -553,3 +553,54 @@ func loadConfigs(t *testing.T, paths []string) map[string]string {
 	}
 	return res
 }
+
+// TestBackstageForStandalone renders the Backstage side of the standalone
+// variant and checks that its module reaches the portbridge chart's Service
+// with the same Secret, and that both agree on the Backstage token.
+func TestBackstageForStandalone(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("helm/values-backstage-for-standalone.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := yaml.UnmarshalStrict(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	for k := range v["backstage"].(map[string]any) {
+		if !slices.Contains(officialChartKeys, k) {
+			t.Errorf("backstage.%s is not a key of the official chart", k)
+		}
+	}
+	manifest, err := render.BackstageChart(context.Background(), "backstage", "backstage", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := kube.Decode("backstage for standalone", []byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.CheckRefs(objs, ext("portbridge")); err != nil {
+		t.Fatal(err)
+	}
+	cm := find[*corev1.ConfigMap](t, objs, "ConfigMap", "portbridge-backstage")
+	var ac struct {
+		PortBridge struct {
+			SidecarURL string `json:"sidecarUrl"`
+		} `json:"portBridge"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["app-config.portbridge.yaml"]), &ac); err != nil {
+		t.Fatal(err)
+	}
+	// The portbridge chart installed as release "portbridge".
+	chart, err := render.Helm(context.Background(), chartDir, "portbridge", "backstage",
+		values(t, "image: {repository: r.example/pb}\nexistingSecret: portbridge\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pobjs := validate(t, "portbridge chart", chart, ext("portbridge"))
+	svc := find[*corev1.Service](t, pobjs, "Service", "")
+	if want := fmt.Sprintf("http://%s:%d", svc.Name, svc.Spec.Ports[0].Port); ac.PortBridge.SidecarURL != want {
+		t.Errorf("sidecarUrl %s, want the chart's Service %s", ac.PortBridge.SidecarURL, want)
+	}
+}

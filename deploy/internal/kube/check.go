@@ -106,6 +106,17 @@ func keys[V any](m map[string]V) []string {
 // declared ports, Services select a pod, and every portbridge container keeps
 // its required settings. It returns every problem found.
 func Check(objs []Object, ext External) error {
+	return check(objs, ext, true)
+}
+
+// CheckRefs is Check for manifests without a portbridge container (for
+// example a Backstage that talks to a separate portbridge Deployment): only
+// references, ports and Services are checked.
+func CheckRefs(objs []Object, ext External) error {
+	return check(objs, ext, false)
+}
+
+func check(objs []Object, ext External, wantPortbridge bool) error {
 	ix, errs := newIndex(objs, ext)
 	found := false
 	for _, w := range ix.workloads {
@@ -117,7 +128,7 @@ func Check(objs []Object, ext External) error {
 			}
 		}
 	}
-	if !found {
+	if wantPortbridge && !found {
 		errs = append(errs, fmt.Errorf("no workload has a %q container (objects: %s)", Container, Kinds(objs)))
 	}
 	for _, s := range ix.services {
