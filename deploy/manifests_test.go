@@ -252,7 +252,7 @@ const valuesFile = "helm/values-portbridge.yaml"
 // officialChartKeys are the backstage.* keys of the official chart (2.8.2)
 // that the values file may use; its values.schema.json rejects unknown keys
 // under backstage.
-var officialChartKeys = []string{"extraAppConfig", "extraContainers", "extraEnvVars", "extraVolumeMounts", "extraVolumes", "podAnnotations", "appConfig"}
+var officialChartKeys = []string{"extraAppConfig", "extraContainers", "extraEnvVars", "extraVolumeMounts", "extraVolumes", "podAnnotations", "appConfig", "strategy"}
 
 func loadValuesFile(t *testing.T) map[string]any {
 	t.Helper()
@@ -307,6 +307,22 @@ func TestOfficialChartValues(t *testing.T) {
 		if a := d.Spec.Template.Annotations["checksum/portbridge-config"]; len(a) != 64 {
 			t.Errorf("config checksum annotation %q", a)
 		}
+	})
+
+	t.Run("persistent state option", func(t *testing.T) {
+		t.Parallel()
+		v := loadValuesFile(t)
+		v["portbridge"].(map[string]any)["image"] = "r.example/pb:v1"
+		bs := v["backstage"].(map[string]any)
+		bs["strategy"] = map[string]any{"type": "Recreate"}
+		vols := bs["extraVolumes"].([]any)
+		vols[0] = map[string]any{"name": "portbridge-state", "persistentVolumeClaim": map[string]any{"claimName": "portbridge-state"}}
+		manifest, err := render.BackstageChart(context.Background(), "backstage", "backstage", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		validate(t, "official chart with a claim", manifest,
+			kube.External{Secrets: ext("portbridge").Secrets, Claims: []string{"portbridge-state"}})
 	})
 
 	t.Run("image required", func(t *testing.T) {
