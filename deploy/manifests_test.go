@@ -620,3 +620,41 @@ func TestBackstageForStandalone(t *testing.T) {
 		t.Errorf("sidecarUrl %s, want the chart's Service %s", ac.PortBridge.SidecarURL, want)
 	}
 }
+
+// TestStandaloneConfigsAgree: the portbridge chart's default config and the
+// kustomize standalone config.yaml say the same thing.
+func TestStandaloneConfigsAgree(t *testing.T) {
+	t.Parallel()
+	chart, err := render.Helm(context.Background(), chartDir, "portbridge", "backstage",
+		values(t, "image: {repository: r.example/pb}\nexistingSecret: portbridge\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kust, err := render.Kustomize("kustomize/standalone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parsed []map[string]any
+	for name, m := range map[string]string{"chart": chart, "kustomize": kust} {
+		objs, err := kube.Decode(name, []byte(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := kube.ConfigFiles(objs)
+		if err != nil || len(files) != 1 {
+			t.Fatalf("%s: config files %v, %v", name, files, err)
+		}
+		for _, content := range files {
+			var v map[string]any
+			if err := yaml.Unmarshal([]byte(content), &v); err != nil {
+				t.Fatal(err)
+			}
+			parsed = append(parsed, v)
+		}
+	}
+	a, _ := yaml.Marshal(parsed[0])
+	b, _ := yaml.Marshal(parsed[1])
+	if string(a) != string(b) {
+		t.Errorf("the chart's config and kustomize/standalone/config.yaml differ:\n%s\n---\n%s", a, b)
+	}
+}
