@@ -551,3 +551,28 @@ func TestStatus(t *testing.T) {
 		t.Fatal("preview with a broken mapping succeeded")
 	}
 }
+
+func TestDependencyOrderWithoutCreateMissing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *catalogtest.Emulator) {
+		if err := c.UpsertAll(catalogtest.Generate(300, 11)); err != nil {
+			t.Fatal(err)
+		}
+	}, func(o *engine.Options) { o.CreateMissingRelatedEntities = false })
+	rep, err := e.eng.Resync(context.Background(), "test", false)
+	if err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	s := rep.Snapshot()
+	if s.Totals.Failed != 0 || s.Totals.Pushed == 0 {
+		t.Fatalf("totals %+v", s.Totals)
+	}
+	// Port created nothing on its own: every entity there is one we pushed.
+	var inPort int
+	for _, bp := range e.opts.ManagedBlueprints {
+		inPort += len(e.portEmu.Entities(bp))
+	}
+	if uint64(inPort) != e.ownedTotal() {
+		t.Fatalf("%d entities in Port, %d pushed by us", inPort, e.ownedTotal())
+	}
+}

@@ -26,6 +26,7 @@ type pushItem struct {
 
 	firstTry time.Time
 	attempts int
+	lastErr  error // why the last attempt failed (dependency-order waves)
 }
 
 // pusher batches entities across callers into bulk upserts per blueprint:

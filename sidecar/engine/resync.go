@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/port"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
@@ -249,7 +251,9 @@ type scan struct {
 	// deferred holds changed entities by kind when pushes go in dependency
 	// order (createMissingRelatedEntities off).
 	deferred map[string][]pushItem
-	locked   []string
+	// deferredWG tracks deferred pushes; pages do not wait for them.
+	deferredWG sync.WaitGroup
+	locked     []string
 }
 
 func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
@@ -286,7 +290,15 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 	}
 	if scanErr == nil && len(sc.deferred) > 0 {
 		e.pushInOrder(ctx, sc)
+	} else {
+		// A failed scan pushes nothing it deferred.
+		for _, items := range sc.deferred {
+			for _, it := range items {
+				it.done(false, fmt.Errorf("not pushed: the catalog scan did not complete"))
+			}
+		}
 	}
+	sc.deferredWG.Wait()
 	if scanErr != nil {
 		rep.mu.Lock()
 		rep.DeletionsSkipped = "the catalog scan did not complete: " + scanErr.Error()
@@ -445,6 +457,10 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 	var mu sync.Mutex
 	var failures int
 	var refWG sync.WaitGroup
+	if !e.opts.CreateMissingRelatedEntities {
+		// Deferred to the end of the scan: the page must not wait for it.
+		pushWG = &sc.deferredWG
+	}
 	for i, me := range m.res.Entities {
 		switch {
 		case found[i] && recs[i].Hash == me.Hash:
@@ -516,9 +532,12 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 // at them.
 var kindOrder = []string{"user", "group", "domain", "system", "resource", "api", "component"}
 
-// pushInOrder pushes deferred entities kind by kind, waiting for each kind.
-// The waits are already registered on the page wait groups, so this only
-// sequences the sends.
+// pushInOrder pushes deferred entities kind by kind (targets before the
+// entities pointing at them), waiting for each kind. Entities Port refuses
+// because a relation target is still missing (404) — a subcomponent pushed
+// before its parent, a child group before its parent — are pushed again in
+// further waves while each wave makes progress, as Port's integration
+// retries in dependency order.
 func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
 	kinds := make([]string, 0, len(sc.deferred))
 	for k := range sc.deferred {
@@ -534,22 +553,50 @@ func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
 		if d := rank(a) - rank(b); d != 0 {
 			return d
 		}
-		if a < b {
-			return -1
-		}
-		return 1
+		return strings.Compare(a, b)
 	})
+	var retry []pushItem
 	for _, k := range kinds {
-		items := sc.deferred[k]
-		var wg sync.WaitGroup
-		wg.Add(len(items))
-		for i := range items {
-			done := items[i].done
-			items[i].done = func(created bool, err error) { done(created, err); wg.Done() }
-		}
-		e.pusher.add(ctx, items...)
-		wg.Wait()
+		retry = append(retry, e.pushWave(ctx, sc.deferred[k])...)
 	}
+	for len(retry) > 0 && ctx.Err() == nil {
+		left := e.pushWave(ctx, retry)
+		if len(left) == len(retry) {
+			for _, it := range left {
+				it.done(false, it.lastErr)
+			}
+			return
+		}
+		retry = left
+	}
+}
+
+// pushWave pushes items and waits; it returns the items that failed with
+// not_found (a missing relation target) without reporting them yet.
+func (e *Engine) pushWave(ctx context.Context, items []pushItem) []pushItem {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var notFound []pushItem
+	wave := make([]pushItem, len(items))
+	for i, it := range items {
+		orig := it
+		it.done = func(created bool, err error) {
+			if err != nil && port.IsNotFound(err) {
+				orig.lastErr = err
+				mu.Lock()
+				notFound = append(notFound, orig)
+				mu.Unlock()
+			} else {
+				orig.done(created, err)
+			}
+			wg.Done()
+		}
+		wave[i] = it
+	}
+	wg.Add(len(wave))
+	e.pusher.add(ctx, wave...)
+	wg.Wait()
+	return notFound
 }
 
 // planDeletions deletes owned Port entities that this complete, failure-free
