@@ -138,8 +138,13 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 		t := snap.Totals
-		fmt.Fprintf(stdout, "resync %s: %s in %s — seen %d, pushed %d, unchanged %d, skipped %d, deleted %d, failed %d\n", snap.ID, snap.State,
-			snap.Finished.Sub(snap.Started).Round(1e6), t.Seen, t.Pushed, t.Unchanged, t.Skipped, t.Deleted, t.Failed)
+		if *dryRun {
+			fmt.Fprintf(stdout, "dry run %s: %s in %s — seen %d, would write %d, unchanged %d, skipped %d; nothing was written\n", snap.ID, snap.State,
+				snap.Finished.Sub(snap.Started).Round(1e6), t.Seen, t.Pushed, t.Unchanged, t.Skipped)
+		} else {
+			fmt.Fprintf(stdout, "resync %s: %s in %s — seen %d, pushed %d, unchanged %d, skipped %d, deleted %d, failed %d\n", snap.ID, snap.State,
+				snap.Finished.Sub(snap.Started).Round(1e6), t.Seen, t.Pushed, t.Unchanged, t.Skipped, t.Deleted, t.Failed)
+		}
 		if snap.DeletionsSkipped != "" {
 			fmt.Fprintf(stdout, "deletions not applied: %s\n", snap.DeletionsSkipped)
 		}

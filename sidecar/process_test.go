@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -359,5 +360,60 @@ func TestResyncSurvivesKill9(t *testing.T) {
 	}
 	if _, ok := portEmu.Entity("component", "foreign"); !ok {
 		t.Error("the foreign entity was deleted")
+	}
+}
+
+// `portbridge sync --once` is the CI mode: exit 0 after a good resync, non-zero
+// when the resync fails; --dry-run prints the plan and writes nothing.
+func TestSyncOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	bin, err := buildOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 4})
+	if err := cat.UpsertAll(catalogtest.Generate(50, 4)); err != nil {
+		t.Fatal(err)
+	}
+	catSrv := httptest.NewServer(cat)
+	defer catSrv.Close()
+	portEmu := porttest.New(porttest.Options{})
+	portSrv := httptest.NewServer(portEmu)
+	defer portSrv.Close()
+	dir := t.TempDir()
+	write := func(catalogURL string) string {
+		p := filepath.Join(dir, fmt.Sprintf("cfg-%d.yaml", time.Now().UnixNano()))
+		cfg := fmt.Sprintf("server:\n  token: unused-token\nstate:\n  path: %s\nbackstage:\n  baseUrl: %s\n  token: catalog-token-123\nport:\n  baseUrl: %s\n  clientId: %s\n  clientSecret: %s\n",
+			filepath.Join(dir, "state.db"), catalogURL, portSrv.URL, porttest.DefaultClientID, porttest.DefaultClientSecret)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write(catSrv.URL)
+	run := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		out, _ := cmd.Output()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	out, code := run("sync", "--once", "--dry-run", "--config", good)
+	if code != 0 || !strings.Contains(out, "Plan: 50 to create") || portEmu.Requests().Writes != 0 {
+		t.Fatalf("dry run: exit %d, %d writes, output:\n%s", code, portEmu.Requests().Writes, out)
+	}
+	if out, code = run("sync", "--once", "--config", good); code != 0 || !strings.Contains(out, "succeeded") {
+		t.Fatalf("sync: exit %d\n%s", code, out)
+	}
+	if n := len(portEmu.Entities("component")); n == 0 {
+		t.Fatal("nothing in Port after sync --once")
+	}
+	cat.FailAfter(0, 503)
+	if out, code = run("sync", "--once", "--config", good); code == 0 {
+		t.Fatalf("sync over a failing catalog exited 0:\n%s", out)
+	}
+	if _, code = run("sync", "--config", good); code == 0 {
+		t.Fatal("sync without --once exited 0")
 	}
 }

@@ -127,6 +127,7 @@ type Engine struct {
 	inflight    int                    // refs being applied; guarded by mu
 	resyncReq   chan resyncRequest
 	verifyAfter bool          // guarded by mu
+	queued      *ResyncReport // requested, not started; guarded by mu
 	current     *ResyncReport // guarded by mu
 	last        *ResyncReport // guarded by mu
 	lastVerify  *ResyncReport // guarded by mu

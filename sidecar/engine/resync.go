@@ -115,16 +115,19 @@ func (e *Engine) requestResync(trigger string, verify bool) (string, bool) {
 	if e.current != nil && !e.current.Verify {
 		return e.current.ID, true
 	}
-	rep := newReport(trigger, false, false)
-	rep.Verify = false
-	select {
-	case e.resyncReq <- resyncRequest{report: rep}:
-	default:
-		// One is already waiting: that one will cover this request.
-		return "", true
-	}
 	if verify {
 		e.verifyAfter = true
+	}
+	if e.queued != nil {
+		// One is already waiting to start: it covers this request.
+		return e.queued.ID, true
+	}
+	rep := newReport(trigger, false, false)
+	select {
+	case e.resyncReq <- resyncRequest{report: rep}:
+		e.queued = rep
+	default:
+		return "", true
 	}
 	return rep.ID, false
 }
@@ -203,6 +206,9 @@ func (e *Engine) runResync(ctx context.Context, rep *ResyncReport) (*ResyncRepor
 	rep.State = "running"
 	e.mu.Lock()
 	e.current = rep
+	if e.queued == rep {
+		e.queued = nil
+	}
 	e.mu.Unlock()
 	log := e.log.With("resync", rep.ID, "trigger", rep.Trigger, "dry_run", rep.DryRun)
 	log.Info("resync started")
