@@ -71,7 +71,7 @@ const readyTimeout = 5 * time.Second
 type Config struct {
 	// Token is the bearer token every BridgeService RPC must carry. It may be
 	// empty only with AllowNoAuth; the caller checks that the listener is on
-	// loopback (IsLoopback).
+	// loopback (sidecar/config refuses anything else).
 	Token string
 	// AllowNoAuth permits an empty Token: then no RPC is authenticated.
 	AllowNoAuth bool
@@ -274,17 +274,3 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCert, tlsKey str
 	return nil
 }
 
-// IsLoopback reports whether listenAddr (host:port) accepts connections only
-// from this machine: its host is "localhost" or a loopback IP. An empty host
-// (":8080") listens on every interface and is not loopback.
-func IsLoopback(listenAddr string) bool {
-	host, _, err := net.SplitHostPort(listenAddr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}

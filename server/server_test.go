@@ -358,28 +358,3 @@ func TestSharedRegistry(t *testing.T) {
 	}
 }
 
-func TestIsLoopback(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		addr string
-		want bool
-	}{
-		{"127.0.0.1:8080", true},
-		{"127.1.2.3:8080", true},
-		{"[::1]:8080", true},
-		{"localhost:8080", true},
-		{"LocalHost:1", true},
-		{":8080", false},
-		{"0.0.0.0:8080", false},
-		{"[::]:8080", false},
-		{"10.0.0.1:8080", false},
-		{"example.com:8080", false},
-		{"127.0.0.1", false}, // no port: not a listen address
-		{"", false},
-	}
-	for _, tt := range tests {
-		if got := IsLoopback(tt.addr); got != tt.want {
-			t.Errorf("IsLoopback(%q) = %v, want %v", tt.addr, got, tt.want)
-		}
-	}
-}
