@@ -273,4 +273,3 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCert, tlsKey str
 	s.log.Info("api server stopped")
 	return nil
 }
-

@@ -357,4 +357,3 @@ func TestSharedRegistry(t *testing.T) {
 		t.Fatalf("second server on the same registry: %v", err)
 	}
 }
-
