@@ -251,7 +251,8 @@ func TestPush(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two images with ko; skipped with -short")
 	}
-	t.Parallel()
+	// Not parallel: it runs before TestBuildWithKo, which then finds the Go
+	// build cache warm instead of compiling the same packages concurrently.
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
 	repo := strings.TrimPrefix(reg.URL, "http://") + "/platform/portbridge"
