@@ -217,7 +217,7 @@ func measureLatency(ctx context.Context, g *rig, rep *Report) {
 		"Change built as sidecar/poller does). Latency = arrival time of the first successful Port bulk upsert carrying that description "+
 		"(the Port emulator's handler is wrapped to timestamp each bulk request on arrival) minus the time just before PublishChanges. "+
 		"%d of %d arrived; max %s. PublishChanges acknowledgement (durable enqueue): p50 %s, p99 %s. The Backstage module's poll interval "+
-		"is not included.",
+		"is not included. The emulators run in the bench process and share the 2 cores with the sidecar, so this row is noisy.",
 		total, interval, achieved, secs(publishTime), len(lat), total, ms(lat[len(lat)-1]), ms(percentile(acks, 0.5)), ms(percentile(acks, 0.99)))
 }
 

@@ -55,12 +55,12 @@ func measureMapping(ctx context.Context, g *rig, rep *Report) {
 	rep.row("mapping: jq CLI, same program + NDJSON", fmt.Sprintf("%s entities/s (1 process, %s)", count(int(theirs.PerSecond())), secs(theirs.Elapsed)), "", Info)
 	rep.check("mapping: portbridge ÷ jq", fmt.Sprintf("%.1f×", ratio), "≥ 3× (both cores)", ratio >= 3)
 	jqVersion, _ := exec.CommandContext(ctx, jq, "--version").Output()
-	rep.note("Mapping: %s entities from catalogtest.Generate(%d, 1), loaded into the catalog emulator and read back with Get (so they carry "+
-		"uid, etag and relations as the catalog API serves them), one JSON object per line (%.1f MB). portbridge: mapping.MeasureNDJSON with the "+
+	rep.note("Mapping: %s entities, evenly spread over the catalog emulator's %s (catalogtest.Generate(%d, 1)) and read back with Get "+
+		"(so they carry uid, etag and relations as the catalog API serves them), one JSON object per line (%.1f MB). portbridge: mapping.MeasureNDJSON with the "+
 		"default mapping and blueprints on %d goroutines (json decode, every matching resource's compiled gojq program, canonical entity, "+
 		"xxhash), after a 1,000-line warm-up; %d Port entities out. jq: mapping.MeasureJQ runs `%s -c -f <Mapper.JQProgram()>` (%s) over the "+
 		"same bytes on stdin and counts output lines (%d). Both in the same run on this %d-core machine.",
-		count(n), n, float64(len(ndjson))/1e6, ours.Workers, ours.Outputs, jq, bytes.TrimSpace(jqVersion), theirs.Outputs, runtime.NumCPU())
+		count(n), count(g.catalog.Len()), g.cfg.N, float64(len(ndjson))/1e6, ours.Workers, ours.Outputs, jq, bytes.TrimSpace(jqVersion), theirs.Outputs, runtime.NumCPU())
 }
 
 // catalogNDJSON returns the first n entities of the catalog emulator (in ref
