@@ -576,3 +576,35 @@ func TestDependencyOrderWithoutCreateMissing(t *testing.T) {
 		t.Fatalf("%d entities in Port, %d pushed by us", inPort, e.ownedTotal())
 	}
 }
+
+func TestResyncBatchesChangesAcrossPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *catalogtest.Emulator) {
+		if err := c.UpsertAll(catalogtest.Generate(3000, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}, func(o *engine.Options) { o.PageSize = 100 })
+	e.resync()
+	// Change 60 components spread over the whole catalog.
+	var changed int
+	refs := e.cat.Refs()
+	for i := 0; i < len(refs) && changed < 60; i += 7 {
+		if !strings.HasPrefix(refs[i], "component:") {
+			continue
+		}
+		ent, _ := e.cat.Get(refs[i])
+		ent["metadata"].(map[string]any)["description"] = "changed " + refs[i]
+		if err := e.cat.Upsert(ent); err != nil {
+			t.Fatal(err)
+		}
+		changed++
+	}
+	if changed != 60 {
+		t.Fatalf("only %d components to change", changed)
+	}
+	bulk := e.bulkRequests()
+	rep := e.resync()
+	if got := e.bulkRequests() - bulk; got != 3 || rep.Totals.Pushed != 60 {
+		t.Fatalf("%d bulk requests for 60 changed entities of one blueprint (want ceil(60/20) = 3); pushed %d", got, rep.Totals.Pushed)
+	}
+}

@@ -27,6 +27,17 @@ type pushItem struct {
 	firstTry time.Time
 	attempts int
 	lastErr  error // why the last attempt failed (dependency-order waves)
+	// lazy items (resyncs, verify passes) wait for a full batch or an
+	// explicit flushLazy instead of the flush interval: a resync that finds
+	// 1,000 changed entities spread over 100,000 sends ceil(1000/20) bulk
+	// requests per blueprint, not one per page.
+	lazy bool
+}
+
+// batchKey separates lazy batches from the change path's.
+type batchKey struct {
+	blueprint string
+	lazy      bool
 }
 
 // pusher batches entities across callers into bulk upserts per blueprint:
@@ -40,14 +51,14 @@ type pusher struct {
 	eng   *Engine
 
 	mu      sync.Mutex
-	batches map[string][]pushItem // by blueprint; guarded by mu
-	oldest  map[string]time.Time  // guarded by mu
+	batches map[batchKey][]pushItem // guarded by mu
+	oldest  map[batchKey]time.Time  // eager batches only; guarded by mu
 	kick    chan struct{}
 	sends   sync.WaitGroup
 }
 
 func newPusher(p Port, opts port.UpsertOptions, flush time.Duration, eng *Engine) *pusher {
-	return &pusher{port: p, opts: opts, flush: flush, eng: eng, batches: map[string][]pushItem{}, oldest: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+	return &pusher{port: p, opts: opts, flush: flush, eng: eng, batches: map[batchKey][]pushItem{}, oldest: map[batchKey]time.Time{}, kick: make(chan struct{}, 1)}
 }
 
 // add queues items; full batches go out at once.
@@ -56,16 +67,16 @@ func (p *pusher) add(ctx context.Context, items ...pushItem) {
 	var full [][]pushItem
 	var fullBP []string
 	for _, it := range items {
-		bp := it.key.Blueprint
-		if len(p.batches[bp]) == 0 {
-			p.oldest[bp] = time.Now()
+		k := batchKey{it.key.Blueprint, it.lazy}
+		if len(p.batches[k]) == 0 && !it.lazy {
+			p.oldest[k] = time.Now()
 		}
-		p.batches[bp] = append(p.batches[bp], it)
-		if len(p.batches[bp]) >= bulkMax {
-			full = append(full, p.batches[bp])
-			fullBP = append(fullBP, bp)
-			delete(p.batches, bp)
-			delete(p.oldest, bp)
+		p.batches[k] = append(p.batches[k], it)
+		if len(p.batches[k]) >= bulkMax {
+			full = append(full, p.batches[k])
+			fullBP = append(fullBP, k.blueprint)
+			delete(p.batches, k)
+			delete(p.oldest, k)
 		}
 	}
 	p.mu.Unlock()
@@ -92,6 +103,7 @@ func (p *pusher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			p.flushDue(context.WithoutCancel(ctx), time.Now().Add(24*time.Hour))
+			p.flushLazy(context.WithoutCancel(ctx))
 			p.sends.Wait()
 			return
 		case <-t.C:
@@ -110,12 +122,12 @@ func (p *pusher) flushDue(ctx context.Context, now time.Time) time.Duration {
 		items []pushItem
 	}
 	var due []batch
-	for bp, at := range p.oldest {
+	for k, at := range p.oldest {
 		wait := at.Add(p.flush).Sub(now)
 		if wait <= 0 {
-			due = append(due, batch{bp, p.batches[bp]})
-			delete(p.batches, bp)
-			delete(p.oldest, bp)
+			due = append(due, batch{k.blueprint, p.batches[k]})
+			delete(p.batches, k)
+			delete(p.oldest, k)
 			continue
 		}
 		if next == 0 || wait < next {
@@ -127,6 +139,24 @@ func (p *pusher) flushDue(ctx context.Context, now time.Time) time.Duration {
 		p.send(ctx, b.bp, b.items)
 	}
 	return next
+}
+
+// flushLazy sends every partial lazy batch now.
+func (p *pusher) flushLazy(ctx context.Context) {
+	p.mu.Lock()
+	var bps []string
+	var batches [][]pushItem
+	for k, items := range p.batches {
+		if k.lazy {
+			bps = append(bps, k.blueprint)
+			batches = append(batches, items)
+			delete(p.batches, k)
+		}
+	}
+	p.mu.Unlock()
+	for i := range batches {
+		p.send(ctx, bps[i], batches[i])
+	}
 }
 
 func (p *pusher) send(ctx context.Context, blueprint string, items []pushItem) {

@@ -257,7 +257,10 @@ type scan struct {
 	// deferred holds changed entities by kind when pushes go in dependency
 	// order (createMissingRelatedEntities off).
 	deferred map[string][]pushItem
-	// deferredWG tracks deferred pushes; pages do not wait for them.
+	// pushWG tracks the scan's pushes and ref records: pages do not wait
+	// for them, so partial batches fill up across pages.
+	pushWG sync.WaitGroup
+	// deferredWG tracks deferred pushes (dependency order).
 	deferredWG sync.WaitGroup
 	locked     []string
 }
@@ -294,6 +297,10 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 	if len(page) > 0 && scanErr == nil {
 		e.resyncPage(ctx, sc, page)
 	}
+	// What the pages found is in lazy batches: send the partial ones and
+	// wait for every push of the scan.
+	e.pusher.flushLazy(ctx)
+	sc.pushWG.Wait()
 	if scanErr == nil && len(sc.deferred) > 0 {
 		e.pushInOrder(ctx, sc)
 	} else {
@@ -331,7 +338,8 @@ type mapped struct {
 }
 
 // resyncPage maps a page on all cores, compares with the state file in one
-// read, and pushes what differs; it returns when the page's pushes are done.
+// read, and hands what differs to the pusher (lazily: the scan waits for
+// all its pushes at the end).
 func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity) {
 	pageTime := time.Now()
 	out := make([]mapped, len(page))
@@ -382,7 +390,6 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 		return
 	}
 
-	var pushWG sync.WaitGroup
 	ki := 0
 	for _, m := range out {
 		n := len(m.res.Entities)
@@ -392,9 +399,8 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 		if m.ref == "" {
 			continue
 		}
-		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime, &pushWG)
+		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime, &sc.pushWG)
 	}
-	pushWG.Wait()
 }
 
 // mapForResync maps one catalog entity unless the change path owns it now.
@@ -530,6 +536,9 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		sc.mu.Unlock()
 		return
 	}
+	for i := range toPush {
+		toPush[i].lazy = true
+	}
 	e.pusher.add(ctx, toPush...)
 }
 
@@ -586,6 +595,7 @@ func (e *Engine) pushWave(ctx context.Context, items []pushItem) []pushItem {
 	wave := make([]pushItem, len(items))
 	for i, it := range items {
 		orig := it
+		it.lazy = false
 		it.done = func(created bool, err error) {
 			if err != nil && port.IsNotFound(err) {
 				orig.lastErr = err

@@ -85,6 +85,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 	var wg sync.WaitGroup
 	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{}) {
 		if err != nil {
+			e.pusher.flushLazy(ctx)
 			wg.Wait()
 			return fmt.Errorf("catalog scan: %w", err)
 		}
@@ -104,6 +105,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 		recs, found, lerr := e.opts.Store.Lookup(keys)
 		if lerr != nil {
 			e.locks.unlock(r)
+			e.pusher.flushLazy(ctx)
 			wg.Wait()
 			return lerr
 		}
@@ -126,7 +128,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 			kind := ref.Kind
 			wg.Add(1)
 			refWG.Add(1)
-			items = append(items, pushItem{key: keys[i], hash: m.Hash, ref: r, kind: kind, entity: m.Entity, done: func(_ bool, err error) {
+			items = append(items, pushItem{key: keys[i], hash: m.Hash, ref: r, kind: kind, entity: m.Entity, lazy: true, done: func(_ bool, err error) {
 				if err != nil {
 					rep.count(kind, Counts{Seen: 1, Failed: 1})
 				} else {
@@ -151,6 +153,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 			e.locks.unlock(r)
 		}()
 	}
+	e.pusher.flushLazy(ctx)
 	wg.Wait()
 	if f := rep.Snapshot().Totals.Failed; f > 0 {
 		return fmt.Errorf("%d repairs failed", f)
