@@ -278,12 +278,12 @@ func (e *Engine) applyRef(ctx context.Context, ref string, newest state.QueueRef
 	}
 	res := e.mapperNow().Map(ctx, entity)
 	release()
-	return e.upsertRef(ctx, ref, qc.Change.GetUid(), newest.ObservedAt, entity, res, prev)
+	return e.upsertRef(ctx, ref, newest.ObservedAt, res, prev)
 }
 
 // upsertRef pushes the changed outputs of one entity, deletes what it
 // produced before but produces no more, and records the result.
-func (e *Engine) upsertRef(ctx context.Context, ref, uid string, observed time.Time, entity map[string]any, res mapping.Result, prev *state.RefRecord) error {
+func (e *Engine) upsertRef(ctx context.Context, ref string, observed time.Time, res mapping.Result, prev *state.RefRecord) error {
 	kind := kindOf(ref)
 	e.countMapping(kind, res)
 	keys := make([]state.Key, 0, len(res.Entities))
@@ -333,12 +333,7 @@ func (e *Engine) upsertRef(ctx context.Context, ref, uid string, observed time.T
 	if err := e.deleteKeys(ctx, ref, gone); err != nil {
 		return err
 	}
-	if uid == "" {
-		if md, ok := entity["metadata"].(map[string]any); ok {
-			uid, _ = md["uid"].(string)
-		}
-	}
-	return e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{ref: {ObservedAt: observed, UID: uid, Keys: keys}}})
+	return e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{ref: {ObservedAt: observed, Keys: keys}}})
 }
 
 // deleteRef removes from Port what ref produced, if we own it and the

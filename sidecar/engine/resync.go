@@ -332,7 +332,6 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 
 type mapped struct {
 	ref  string
-	uid  string
 	kind string
 	res  mapping.Result
 }
@@ -416,9 +415,6 @@ func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity)
 	}
 	r := ref.String()
 	m := mapped{ref: r, kind: ref.Kind}
-	if md, ok := ent["metadata"].(map[string]any); ok {
-		m.uid, _ = md["uid"].(string)
-	}
 	// A queued notification is newer information than this snapshot, or
 	// will be checked against it: leave the entity to the change path.
 	if e.hasPending(r) || (!sc.rep.DryRun && !e.locks.tryLock(r)) {
@@ -503,7 +499,7 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 			pushWG.Done()
 		}})
 	}
-	changedKeys := prev == nil || !slices.Equal(prev.Keys, keys) || prev.UID != m.uid
+	changedKeys := prev == nil || !slices.Equal(prev.Keys, keys)
 	if sc.rep.DryRun || (len(toPush) == 0 && !changedKeys) {
 		sc.rep.count(m.kind, c)
 		return
@@ -522,7 +518,7 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		}
 		sc.rep.count(m.kind, c)
 		if failures == 0 {
-			if err := e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{m.ref: {ObservedAt: pageTime, UID: m.uid, Keys: keys}}}); err != nil {
+			if err := e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{m.ref: {ObservedAt: pageTime, Keys: keys}}}); err != nil {
 				e.setErr(err)
 			}
 		}

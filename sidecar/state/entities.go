@@ -44,14 +44,24 @@ type EntityRecord struct {
 	PushedAt time.Time
 }
 
-func (r EntityRecord) encode() []byte {
+// The encodings are compact because a catalog has one record of each kind
+// per entity (DESIGN: ≤ 200 bytes per entity on disk): times are varint
+// milliseconds, and a ref or identifier equal to the one the record's key
+// already names is stored as an empty string (Port identifiers default to the
+// Backstage ref).
+
+// encode writes hash, push time and the ref unless it equals k's identifier.
+func (r EntityRecord) encode(k Key) []byte {
 	b := make([]byte, 8, 8+binary.MaxVarintLen64+len(r.Ref))
 	binary.BigEndian.PutUint64(b, r.Hash)
 	b = binary.AppendVarint(b, r.PushedAt.UnixMilli())
+	if r.Ref == k.Identifier {
+		return b
+	}
 	return append(b, r.Ref...)
 }
 
-func decodeEntity(v []byte) (EntityRecord, error) {
+func decodeEntity(k Key, v []byte) (EntityRecord, error) {
 	if len(v) < 9 {
 		return EntityRecord{}, fmt.Errorf("corrupt entity record of %d bytes", len(v))
 	}
@@ -59,27 +69,34 @@ func decodeEntity(v []byte) (EntityRecord, error) {
 	if n <= 0 {
 		return EntityRecord{}, fmt.Errorf("corrupt entity record time")
 	}
-	return EntityRecord{Hash: binary.BigEndian.Uint64(v), PushedAt: time.UnixMilli(ms), Ref: string(v[8+n:])}, nil
+	ref := string(v[8+n:])
+	if ref == "" {
+		ref = k.Identifier
+	}
+	return EntityRecord{Hash: binary.BigEndian.Uint64(v), PushedAt: time.UnixMilli(ms), Ref: ref}, nil
 }
 
 // RefRecord is what the sidecar remembers of a Backstage entity.
 type RefRecord struct {
-	// ObservedAt is the newest observation applied for this entity; an
-	// older observation never overwrites it.
+	// ObservedAt is the newest observation applied for this entity
+	// (millisecond precision); an older observation never overwrites it.
 	ObservedAt time.Time
-	// UID is the entity's metadata.uid at that observation.
-	UID string
 	// Keys are the Port entities it produced.
 	Keys []Key
 }
 
-func (r RefRecord) encode() []byte {
-	b := binary.AppendVarint(nil, r.ObservedAt.UnixNano())
-	b = appendString(b, r.UID)
+// encode writes the observation time and the keys; an identifier equal to
+// ref is stored empty.
+func (r RefRecord) encode(ref string) []byte {
+	b := binary.AppendVarint(nil, r.ObservedAt.UnixMilli())
 	b = binary.AppendUvarint(b, uint64(len(r.Keys)))
 	for _, k := range r.Keys {
 		b = appendString(b, k.Blueprint)
-		b = appendString(b, k.Identifier)
+		if k.Identifier == ref {
+			b = appendString(b, "")
+		} else {
+			b = appendString(b, k.Identifier)
+		}
 	}
 	return b
 }
@@ -121,20 +138,23 @@ func (r *reader) string() string {
 	return s
 }
 
-func decodeRef(v []byte) (RefRecord, error) {
-	nanos, n := binary.Varint(v)
+func decodeRef(ref string, v []byte) (RefRecord, error) {
+	ms, n := binary.Varint(v)
 	if n <= 0 {
 		return RefRecord{}, fmt.Errorf("corrupt ref record")
 	}
 	r := &reader{b: v[n:]}
-	rec := RefRecord{ObservedAt: time.Unix(0, nanos)}
-	rec.UID = r.string()
+	rec := RefRecord{ObservedAt: time.UnixMilli(ms)}
 	count := r.uvarint()
 	if r.err == nil && count > uint64(len(r.b)) {
 		r.err = fmt.Errorf("corrupt key count %d", count)
 	}
 	for i := uint64(0); i < count && r.err == nil; i++ {
-		rec.Keys = append(rec.Keys, Key{Blueprint: r.string(), Identifier: r.string()})
+		k := Key{Blueprint: r.string(), Identifier: r.string()}
+		if k.Identifier == "" {
+			k.Identifier = ref
+		}
+		rec.Keys = append(rec.Keys, k)
 	}
 	return rec, r.err
 }
@@ -151,7 +171,7 @@ func (s *Store) Lookup(keys []Key) (recs []EntityRecord, found []bool, err error
 			if v == nil {
 				continue
 			}
-			rec, err := decodeEntity(v)
+			rec, err := decodeEntity(k, v)
 			if err != nil {
 				return fmt.Errorf("entity %s: %w", k, err)
 			}
@@ -174,7 +194,7 @@ func (s *Store) Refs(refs []string) (recs []RefRecord, found []bool, err error) 
 			if v == nil {
 				continue
 			}
-			rec, err := decodeRef(v)
+			rec, err := decodeRef(r, v)
 			if err != nil {
 				return fmt.Errorf("ref %s: %w", r, err)
 			}
@@ -212,7 +232,7 @@ func (s *Store) Commit(w Write) error {
 			}
 		}
 		for k, rec := range w.PutEntities {
-			if err := eb.Put(k.bytes(), rec.encode()); err != nil {
+			if err := eb.Put(k.bytes(), rec.encode(k)); err != nil {
 				return fmt.Errorf("entity %s: %w", k, err)
 			}
 		}
@@ -222,7 +242,7 @@ func (s *Store) Commit(w Write) error {
 			}
 		}
 		for r, rec := range w.PutRefs {
-			if err := rb.Put([]byte(r), rec.encode()); err != nil {
+			if err := rb.Put([]byte(r), rec.encode(r)); err != nil {
 				return fmt.Errorf("ref %s: %w", r, err)
 			}
 		}
@@ -243,7 +263,7 @@ func (s *Store) ForEachEntity(fn func(Key, EntityRecord) error) error {
 			if err != nil {
 				return err
 			}
-			rec, err := decodeEntity(v)
+			rec, err := decodeEntity(key, v)
 			if err != nil {
 				return fmt.Errorf("entity %s: %w", key, err)
 			}
@@ -257,7 +277,7 @@ func (s *Store) ForEachEntity(fn func(Key, EntityRecord) error) error {
 func (s *Store) ForEachRef(fn func(string, RefRecord) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
-			rec, err := decodeRef(v)
+			rec, err := decodeRef(string(k), v)
 			if err != nil {
 				return fmt.Errorf("ref %s: %w", k, err)
 			}

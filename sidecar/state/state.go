@@ -80,6 +80,9 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("restrict state file %s to mode 0600: %w", path, err)
 		}
 	}
+	// Grow the file 1 MiB at a time instead of bbolt's 16 MiB, so the file
+	// stays close to what it holds.
+	db.AllocSize = 1 << 20
 	s := &Store{db: db, path: path}
 	if err := s.init(); err != nil {
 		_ = db.Close()
