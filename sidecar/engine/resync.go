@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
@@ -257,23 +258,20 @@ type scan struct {
 	// deferred holds changed entities by kind when pushes go in dependency
 	// order (createMissingRelatedEntities off).
 	deferred map[string][]pushItem
-	// pushWG tracks the scan's pushes and ref records: pages do not wait
-	// for them, so partial batches fill up across pages.
+	// pushWG tracks the scan's pushes: pages do not wait for them, so
+	// partial batches fill up across pages.
 	pushWG sync.WaitGroup
-	// deferredWG tracks deferred pushes (dependency order).
-	deferredWG sync.WaitGroup
-	locked     []string
+	// slots bounds the pushes in flight (backpressure).
+	slots chan struct{}
+	// refs are ref records waiting to be committed (their refs locked).
+	refs map[string]state.RefRecord
 }
 
 func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 	Info(string, ...any)
 }) error {
-	sc := &scan{rep: rep, started: rep.Started, seen: map[state.Key]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[string]struct{}{}, deferred: map[string][]pushItem{}}
-	defer func() {
-		for _, ref := range sc.locked {
-			e.locks.unlock(ref)
-		}
-	}()
+	sc := &scan{rep: rep, started: rep.Started, seen: map[state.Key]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[string]struct{}{},
+		deferred: map[string][]pushItem{}, slots: make(chan struct{}, maxResyncInflight), refs: map[string]state.RefRecord{}}
 	var scanErr error
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
 	lastLog := time.Now()
@@ -297,11 +295,10 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 	if len(page) > 0 && scanErr == nil {
 		e.resyncPage(ctx, sc, page)
 	}
-	// What the pages found is in lazy batches: send the partial ones and
-	// wait for every push of the scan.
+	// What the pages found is in lazy batches: send the partial ones, push
+	// what waits for dependency order, and wait for every push of the scan.
 	e.pusher.flushLazy(ctx)
-	sc.pushWG.Wait()
-	if scanErr == nil && len(sc.deferred) > 0 {
+	if scanErr == nil {
 		e.pushInOrder(ctx, sc)
 	} else {
 		// A failed scan pushes nothing it deferred.
@@ -311,7 +308,8 @@ func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 			}
 		}
 	}
-	sc.deferredWG.Wait()
+	sc.pushWG.Wait()
+	e.flushRefs(sc)
 	if scanErr != nil {
 		rep.mu.Lock()
 		rep.DeletionsSkipped = "the catalog scan did not complete: " + scanErr.Error()
@@ -366,8 +364,7 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 	}
 	prevs, prevFound, err := e.opts.Store.Refs(refs)
 	if err != nil {
-		sc.failed += len(refs)
-		e.setErr(err)
+		e.abandonPage(sc, refs, err)
 		return
 	}
 	prevByRef := make(map[string]*state.RefRecord, len(refs))
@@ -384,8 +381,7 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 	}
 	recs, found, err := e.opts.Store.Lookup(keys)
 	if err != nil {
-		sc.failed += len(refs)
-		e.setErr(err)
+		e.abandonPage(sc, refs, err)
 		return
 	}
 
@@ -398,7 +394,21 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 		if m.ref == "" {
 			continue
 		}
-		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime, &sc.pushWG)
+		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime)
+	}
+}
+
+// abandonPage counts a page the state file could not be read for as failed
+// and releases its refs.
+func (e *Engine) abandonPage(sc *scan, refs []string, err error) {
+	sc.mu.Lock()
+	sc.failed += len(refs)
+	sc.mu.Unlock()
+	e.setErr(err)
+	if !sc.rep.DryRun {
+		for _, r := range refs {
+			e.locks.unlock(r)
+		}
 	}
 }
 
@@ -424,19 +434,15 @@ func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity)
 		sc.rep.count(m.kind, Counts{Seen: 1, Skipped: 1})
 		return mapped{}
 	}
-	if !sc.rep.DryRun {
-		sc.mu.Lock()
-		sc.locked = append(sc.locked, r)
-		sc.mu.Unlock()
-	}
 	m.res = e.mapperNow().Map(ctx, ent)
 	e.countMapping(m.kind, m.res)
 	return m
 }
 
 func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state.Key, recs []state.EntityRecord, found []bool,
-	prev *state.RefRecord, pageTime time.Time, pushWG *sync.WaitGroup) {
+	prev *state.RefRecord, pageTime time.Time) {
 	c := Counts{Seen: 1}
+	locked := !sc.rep.DryRun
 	if prev != nil && prev.ObservedAt.After(pageTime) {
 		// The change path applied a newer observation meanwhile.
 		sc.mu.Lock()
@@ -444,6 +450,9 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		sc.mu.Unlock()
 		c.Skipped = 1
 		sc.rep.count(m.kind, c)
+		if locked {
+			e.locks.unlock(m.ref)
+		}
 		return
 	}
 	if len(m.res.Skipped) > 0 {
@@ -462,13 +471,6 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 	sc.mu.Unlock()
 
 	var toPush []pushItem
-	var mu sync.Mutex
-	var failures int
-	var refWG sync.WaitGroup
-	if !e.opts.CreateMissingRelatedEntities {
-		// Deferred to the end of the scan: the page must not wait for it.
-		pushWG = &sc.deferredWG
-	}
 	for i, me := range m.res.Entities {
 		switch {
 		case found[i] && recs[i].Hash == me.Hash:
@@ -487,56 +489,113 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 			c.Pushed++
 			continue
 		}
-		refWG.Add(1)
-		pushWG.Add(1)
-		toPush = append(toPush, pushItem{key: keys[i], hash: me.Hash, ref: m.ref, kind: m.kind, entity: me.Entity, done: func(_ bool, err error) {
-			if err != nil {
-				mu.Lock()
-				failures++
-				mu.Unlock()
-			}
-			refWG.Done()
-			pushWG.Done()
-		}})
+		toPush = append(toPush, pushItem{key: keys[i], hash: me.Hash, ref: m.ref, kind: m.kind, entity: me.Entity})
 	}
 	changedKeys := prev == nil || !slices.Equal(prev.Keys, keys)
-	if sc.rep.DryRun || (len(toPush) == 0 && !changedKeys) {
+	rec := state.RefRecord{ObservedAt: pageTime, Keys: keys}
+	switch {
+	case sc.rep.DryRun:
 		sc.rep.count(m.kind, c)
 		return
-	}
-	// Record the ref once its pushes are confirmed.
-	pushWG.Add(1)
-	go func() {
-		defer pushWG.Done()
-		refWG.Wait()
-		c.Pushed = uint64(len(toPush) - failures)
-		c.Failed = uint64(failures)
-		if failures > 0 {
-			sc.mu.Lock()
-			sc.failed += failures
-			sc.mu.Unlock()
-		}
+	case len(toPush) == 0:
 		sc.rep.count(m.kind, c)
-		if failures == 0 {
-			if err := e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{m.ref: {ObservedAt: pageTime, Keys: keys}}}); err != nil {
-				e.setErr(err)
+		if changedKeys {
+			e.recordRef(sc, m.ref, rec)
+		} else {
+			e.locks.unlock(m.ref)
+		}
+		return
+	}
+	// The ref is recorded (and unlocked) once Port confirmed all its
+	// outputs; the last confirmation does it, no goroutine waits.
+	left := int32(len(toPush))
+	var failures atomic.Int32
+	deferred := !e.opts.CreateMissingRelatedEntities
+	for i := range toPush {
+		toPush[i].lazy = true
+		toPush[i].done = func(_ bool, err error) {
+			if err != nil {
+				failures.Add(1)
 			}
+			if atomic.AddInt32(&left, -1) == 0 {
+				f := failures.Load()
+				c.Pushed, c.Failed = uint64(int32(len(toPush))-f), uint64(f)
+				sc.rep.count(m.kind, c)
+				if f > 0 {
+					sc.mu.Lock()
+					sc.failed += int(f)
+					sc.mu.Unlock()
+					e.locks.unlock(m.ref)
+				} else {
+					e.recordRef(sc, m.ref, rec)
+				}
+			}
+			if !deferred {
+				<-sc.slots
+			}
+			sc.pushWG.Done()
 		}
-	}()
-	if len(toPush) == 0 {
-		return
 	}
-	if !e.opts.CreateMissingRelatedEntities {
+	sc.pushWG.Add(len(toPush))
+	if deferred {
+		// Pushed in dependency order at the end of the scan.
 		sc.mu.Lock()
 		sc.deferred[m.kind] = append(sc.deferred[m.kind], toPush...)
 		sc.mu.Unlock()
 		return
 	}
-	for i := range toPush {
-		toPush[i].lazy = true
+	// Backpressure: a slow Port slows the scan instead of piling up
+	// mapped entities in memory.
+	for range toPush {
+		sc.slots <- struct{}{}
 	}
 	e.pusher.add(ctx, toPush...)
 }
+
+// recordRef buffers a ref's record; the buffer is committed in one
+// transaction every refBatch refs (and at the end of the scan), and the refs
+// stay locked until their record is on disk, so a newer notification
+// applied meanwhile is never overwritten by this older snapshot.
+func (e *Engine) recordRef(sc *scan, ref string, rec state.RefRecord) {
+	sc.mu.Lock()
+	sc.refs[ref] = rec
+	var flush map[string]state.RefRecord
+	if len(sc.refs) >= refBatch {
+		flush, sc.refs = sc.refs, map[string]state.RefRecord{}
+	}
+	sc.mu.Unlock()
+	if flush != nil {
+		e.commitRefs(flush)
+	}
+}
+
+func (e *Engine) flushRefs(sc *scan) {
+	sc.mu.Lock()
+	flush := sc.refs
+	sc.refs = map[string]state.RefRecord{}
+	sc.mu.Unlock()
+	e.commitRefs(flush)
+}
+
+func (e *Engine) commitRefs(recs map[string]state.RefRecord) {
+	if len(recs) == 0 {
+		return
+	}
+	if err := e.opts.Store.Commit(state.Write{PutRefs: recs}); err != nil {
+		e.setErr(err)
+	}
+	for ref := range recs {
+		e.locks.unlock(ref)
+	}
+}
+
+// refBatch is how many ref records a resync commits per transaction.
+const refBatch = 1000
+
+// maxResyncInflight bounds the entities a resync has handed to the pusher
+// and not yet seen confirmed. It must exceed 19 × the number of blueprints
+// (the partial lazy batches), or the scan could wait for itself.
+const maxResyncInflight = 4000
 
 // kindOrder is the order in which kinds are written when Port must not
 // create missing related entities: targets before the entities that point
@@ -550,6 +609,9 @@ var kindOrder = []string{"user", "group", "domain", "system", "resource", "api",
 // further waves while each wave makes progress, as Port's integration
 // retries in dependency order.
 func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
+	if len(sc.deferred) == 0 {
+		return
+	}
 	kinds := make([]string, 0, len(sc.deferred))
 	for k := range sc.deferred {
 		kinds = append(kinds, k)
