@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/port"
@@ -251,9 +253,14 @@ type scan struct {
 	rep      *ResyncReport
 	started  time.Time
 	mu       sync.Mutex
-	seen     map[state.Key]struct{} // outputs produced in this scan
+	// seen holds hashes of the outputs produced in this scan, and
+	// seenRefs hashes of the refs mapped in it: 8 bytes an entry instead of
+	// the strings. A collision can only make a key look seen, which keeps
+	// an entity that should have been deleted (until the next resync),
+	// never deletes one that should stay.
+	seen     map[uint64]struct{}
 	keepRefs map[string]struct{}    // refs whose earlier outputs must be kept
-	seenRefs map[string]struct{}    // refs mapped in this scan
+	seenRefs map[uint64]struct{}
 	failed   int
 	// deferred holds changed entities by kind when pushes go in dependency
 	// order (createMissingRelatedEntities off).
@@ -270,7 +277,7 @@ type scan struct {
 func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
 	Info(string, ...any)
 }) error {
-	sc := &scan{rep: rep, started: rep.Started, seen: map[state.Key]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[string]struct{}{},
+	sc := &scan{rep: rep, started: rep.Started, seen: map[uint64]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[uint64]struct{}{},
 		deferred: map[string][]pushItem{}, slots: make(chan struct{}, maxResyncInflight), refs: map[string]state.RefRecord{}}
 	var scanErr error
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
@@ -464,9 +471,9 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		c.Skipped = uint64(len(m.res.Skipped))
 	}
 	sc.mu.Lock()
-	sc.seenRefs[m.ref] = struct{}{}
+	sc.seenRefs[xxhash.Sum64String(m.ref)] = struct{}{}
 	for _, k := range keys {
-		sc.seen[k] = struct{}{}
+		sc.seen[keyHash(k)] = struct{}{}
 	}
 	sc.mu.Unlock()
 
@@ -589,13 +596,22 @@ func (e *Engine) commitRefs(recs map[string]state.RefRecord) {
 	}
 }
 
+// keyHash identifies a Port key in a scan's seen set.
+func keyHash(k state.Key) uint64 {
+	d := xxhash.New()
+	_, _ = d.WriteString(k.Blueprint)
+	_, _ = d.Write([]byte{0})
+	_, _ = d.WriteString(k.Identifier)
+	return d.Sum64()
+}
+
 // refBatch is how many ref records a resync commits per transaction.
 const refBatch = 1000
 
 // maxResyncInflight bounds the entities a resync has handed to the pusher
 // and not yet seen confirmed. It must exceed 19 × the number of blueprints
 // (the partial lazy batches), or the scan could wait for itself.
-const maxResyncInflight = 4000
+const maxResyncInflight = 1000
 
 // kindOrder is the order in which kinds are written when Port must not
 // create missing related entities: targets before the entities that point
@@ -684,7 +700,7 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 	owned := 0
 	err := e.opts.Store.ForEachEntity(func(k state.Key, rec state.EntityRecord) error {
 		owned++
-		if _, ok := sc.seen[k]; ok {
+		if _, ok := sc.seen[keyHash(k)]; ok {
 			return nil
 		}
 		if _, keep := sc.keepRefs[rec.Ref]; keep {
@@ -744,7 +760,7 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 	// Forget refs that are no longer in the catalog.
 	var drop []string
 	for r := range refsGone {
-		_, seen := sc.seenRefs[r]
+		_, seen := sc.seenRefs[xxhash.Sum64String(r)]
 		_, keep := sc.keepRefs[r]
 		if !seen && !keep {
 			drop = append(drop, r)

@@ -226,9 +226,6 @@ func (s *Store) Commit(w Write) error {
 	}
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		eb, rb := tx.Bucket(bucketEntities), tx.Bucket(bucketRefs)
-		// Pack pages fuller than bbolt's default 50% split point: records
-		// are small and updated in place far more often than inserted.
-		eb.FillPercent, rb.FillPercent = 0.9, 0.9
 		for _, k := range w.DeleteEntities {
 			if err := eb.Delete(k.bytes()); err != nil {
 				return err
