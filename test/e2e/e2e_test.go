@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -172,6 +173,11 @@ func TestEndToEnd(t *testing.T) {
 		start := time.Now()
 		waitConverged(t, emu, sc, cat, 2*time.Minute)
 		t.Logf("initial sync of %d entities converged %s after the sidecar started", len(cat.want()), time.Since(start).Round(time.Millisecond))
+		// The sidecar's resync on start may have done the work; the
+		// module's first poll must still deliver its full snapshot.
+		n := waitAccepted(t, sc, len(cat.want()), time.Minute)
+		t.Logf("the module's first poll delivered %g changes %s after the sidecar started", n, time.Since(start).Round(time.Millisecond))
+		waitConverged(t, emu, sc, cat, time.Minute)
 	}) {
 		return
 	}
@@ -304,19 +310,8 @@ func TestEndToEnd(t *testing.T) {
 		// back to older content meanwhile.
 		writesBefore := emu.Requests().Writes
 		watch := watchPort(emu, cat.want())
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			n, err := sc.metric(acceptedSeries)
-			if err == nil && n > 0 {
-				t.Logf("the module delivered %g changes to the restarted sidecar %s after the restart", n, time.Since(restarted).Round(time.Millisecond))
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("the module sent no change to the restarted sidecar within 90 s (last: %g, %v)", n, err)
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		n := waitAccepted(t, sc, 1, 90*time.Second)
+		t.Logf("the module delivered %g changes to the restarted sidecar %s after the restart", n, time.Since(restarted).Round(time.Millisecond))
 		waitConverged(t, emu, sc, cat, time.Minute)
 		time.Sleep(3 * pollInterval)
 		if dev := watch(); len(dev) > 0 {
@@ -568,6 +563,23 @@ func watchPort(emu *porttest.Emulator, want map[string]string) func() []string {
 	return func() []string {
 		close(stop)
 		return <-done
+	}
+}
+
+// waitAccepted waits until the running sidecar has accepted at least want
+// changes through its API, and returns the count.
+func waitAccepted(t *testing.T, sc *sidecar, want int, timeout time.Duration) float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := sc.metric(acceptedSeries)
+		if err == nil && n >= float64(want) {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the module sent %g changes to the sidecar within %s, want at least %d (last error: %v)", n, timeout, want, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -957,6 +969,9 @@ func fileSize(t *testing.T, path string) int64 {
 	return fi.Size()
 }
 
+// ansiEscape matches the colour codes of Backstage's console log.
+var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
 // moduleLogLines returns the lines of the Backstage log from offset on that
 // come from the port-bridge module.
 func moduleLogLines(t *testing.T, path string, offset int64) []string {
@@ -968,7 +983,7 @@ func moduleLogLines(t *testing.T, path string, offset int64) []string {
 	var out []string
 	for line := range strings.Lines(string(b[min(offset, int64(len(b))):])) {
 		if strings.Contains(line, "port-bridge:") {
-			out = append(out, strings.TrimSpace(line))
+			out = append(out, strings.TrimSpace(ansiEscape.ReplaceAllString(line, "")))
 		}
 	}
 	return out
