@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -86,12 +87,17 @@ type RefRecord struct {
 }
 
 // encode writes the observation time and the keys; an identifier equal to
-// ref is stored empty.
+// ref, and a blueprint equal to the ref's kind, are stored empty.
 func (r RefRecord) encode(ref string) []byte {
+	kind := refKind(ref)
 	b := binary.AppendVarint(nil, r.ObservedAt.UnixMilli())
 	b = binary.AppendUvarint(b, uint64(len(r.Keys)))
 	for _, k := range r.Keys {
-		b = appendString(b, k.Blueprint)
+		if k.Blueprint == kind {
+			b = appendString(b, "")
+		} else {
+			b = appendString(b, k.Blueprint)
+		}
 		if k.Identifier == ref {
 			b = appendString(b, "")
 		} else {
@@ -138,6 +144,15 @@ func (r *reader) string() string {
 	return s
 }
 
+// refKind is the kind part of a canonical ref ("component" for
+// "component:default/x").
+func refKind(ref string) string {
+	if i := strings.IndexByte(ref, ':'); i > 0 {
+		return ref[:i]
+	}
+	return ""
+}
+
 func decodeRef(ref string, v []byte) (RefRecord, error) {
 	ms, n := binary.Varint(v)
 	if n <= 0 {
@@ -149,8 +164,12 @@ func decodeRef(ref string, v []byte) (RefRecord, error) {
 	if r.err == nil && count > uint64(len(r.b)) {
 		r.err = fmt.Errorf("corrupt key count %d", count)
 	}
+	kind := refKind(ref)
 	for i := uint64(0); i < count && r.err == nil; i++ {
 		k := Key{Blueprint: r.string(), Identifier: r.string()}
+		if k.Blueprint == "" {
+			k.Blueprint = kind
+		}
 		if k.Identifier == "" {
 			k.Identifier = ref
 		}

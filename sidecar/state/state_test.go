@@ -161,7 +161,7 @@ func TestRecords(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
 	now := time.Unix(1_700_000_000, 0)
-	k1 := Key{Blueprint: "service", Identifier: "component:default/a"}
+	k1 := Key{Blueprint: "component", Identifier: "component:default/a"}
 	k2 := Key{Blueprint: "api", Identifier: "api:ns/with/slash+plus=eq"}
 	err := s.Commit(Write{
 		PutEntities: map[Key]EntityRecord{k1: {Hash: 42, Ref: "component:default/a", PushedAt: now}, k2: {Hash: 7, Ref: "api:ns/x", PushedAt: now}},
@@ -170,7 +170,7 @@ func TestRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, found, err := s.Lookup([]Key{k1, {Blueprint: "service", Identifier: "nope"}, k2})
+	recs, found, err := s.Lookup([]Key{k1, {Blueprint: "component", Identifier: "nope"}, k2})
 	if err != nil || !found[0] || found[1] || !found[2] || recs[0].Hash != 42 || recs[2].Ref != "api:ns/x" || !recs[0].PushedAt.Equal(now) {
 		t.Fatalf("lookup %+v %v %v", recs, found, err)
 	}
@@ -179,7 +179,7 @@ func TestRecords(t *testing.T) {
 		t.Fatalf("refs %+v %v %v", refs, rfound, err)
 	}
 	counts, _ := s.OwnedCounts()
-	if counts["service"] != 1 || counts["api"] != 1 {
+	if counts["component"] != 1 || counts["api"] != 1 {
 		t.Fatalf("counts %v", counts)
 	}
 	var seen []Key
