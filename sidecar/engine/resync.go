@@ -250,16 +250,16 @@ func (e *Engine) runResync(ctx context.Context, rep *ResyncReport) (*ResyncRepor
 
 // scan is the state of one resync's catalog scan.
 type scan struct {
-	rep      *ResyncReport
-	started  time.Time
-	mu       sync.Mutex
+	rep     *ResyncReport
+	started time.Time
+	mu      sync.Mutex
 	// seen holds hashes of the outputs produced in this scan, and
 	// seenRefs hashes of the refs mapped in it: 8 bytes an entry instead of
 	// the strings. A collision can only make a key look seen, which keeps
 	// an entity that should have been deleted (until the next resync),
 	// never deletes one that should stay.
 	seen     map[uint64]struct{}
-	keepRefs map[string]struct{}    // refs whose earlier outputs must be kept
+	keepRefs map[string]struct{} // refs whose earlier outputs must be kept
 	seenRefs map[uint64]struct{}
 	failed   int
 	// deferred holds changed entities by kind when pushes go in dependency
