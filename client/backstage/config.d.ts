@@ -26,7 +26,7 @@ export interface Config {
     listPageSize?: number;
     /** Timeout of one request to the sidecar. Default 30 seconds. */
     requestTimeout?: HumanDuration | string;
-    /** Longest wait between retries while the sidecar is unavailable. Default 30 seconds. */
+    /** Longest wait between retries while the sidecar is unavailable. Default 5 seconds. */
     maxBackoff?: HumanDuration | string;
     /**
      * How each poll lists the catalog: 'api' (queryEntities, the default) or

@@ -47,7 +47,7 @@ export const DEFAULTS = {
   maxBatchBytes: 1024 * 1024,
   listPageSize: 1000,
   requestTimeoutMs: 30_000,
-  maxBackoffMs: 30_000,
+  maxBackoffMs: 5_000,
   source: 'backstage',
   listSource: 'api' as ListSource,
 };
