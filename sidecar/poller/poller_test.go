@@ -1,0 +1,127 @@
+package poller_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"sort"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/portbridge/portbridge/client"
+	"github.com/portbridge/portbridge/server"
+	"github.com/portbridge/portbridge/server/servertest"
+	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
+	"github.com/portbridge/portbridge/sidecar/poller"
+)
+
+// The poller against the catalog emulator and the real server (with its
+// recording test backend): what the Backstage module does, in Go.
+func TestPoll(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 9})
+	if err := cat.UpsertAll(catalogtest.Generate(30, 9)); err != nil {
+		t.Fatal(err)
+	}
+	catSrv := httptest.NewServer(cat)
+	defer catSrv.Close()
+	backend := &servertest.Backend{}
+	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideSrv := httptest.NewServer(srv.Handler())
+	defer sideSrv.Close()
+	cc, err := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(sideSrv.URL, "sidecar-token", client.WithRetry(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	p := poller.New(cc, cl, 7, nil)
+	ctx := context.Background()
+
+	n, err := p.Poll(ctx)
+	if err != nil || n != 30 {
+		t.Fatalf("first poll: %d, %v", n, err)
+	}
+	for _, snap := range backend.Snapshots() {
+		if !snap {
+			t.Fatal("a batch of the first poll lacks full_snapshot")
+		}
+	}
+	if got := len(backend.Batches()); got != 5 { // 30 changes in batches of 7
+		t.Fatalf("%d batches, want 5", got)
+	}
+
+	// One changed, one deleted, one added.
+	refs := cat.Refs()
+	ent, _ := cat.Get(refs[0])
+	ent["metadata"].(map[string]any)["description"] = "changed"
+	if err := cat.Upsert(ent); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Delete(refs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Upsert(catalog.Entity{"apiVersion": "backstage.io/v1alpha1", "kind": "Component",
+		"metadata": map[string]any{"name": "newcomer"}, "spec": map[string]any{"type": "service", "lifecycle": "production", "owner": "team-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(backend.Batches())
+	if n, err = p.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	batches := backend.Batches()[before:]
+	var kinds []string
+	for _, b := range batches {
+		for _, c := range b {
+			switch {
+			case c.GetDeleted() != nil:
+				kinds = append(kinds, "deleted "+c.GetEntityRef())
+			default:
+				kinds = append(kinds, "upserted "+c.GetEntityRef())
+			}
+		}
+	}
+	sort.Strings(kinds)
+	// Relations of peers of the changed entities may change their etags too,
+	// so at least these three must be there.
+	want := map[string]bool{"upserted " + refs[0]: false, "deleted " + refs[1]: false, "upserted component:default/newcomer": false}
+	for _, k := range kinds {
+		if _, ok := want[k]; ok {
+			want[k] = true
+		}
+	}
+	for k, seen := range want {
+		if !seen {
+			t.Errorf("second poll did not publish %q (published %v)", k, kinds)
+		}
+	}
+	if n != len(kinds) {
+		t.Errorf("Poll returned %d, published %d", n, len(kinds))
+	}
+
+	// Nothing changed: nothing published.
+	if n, err = p.Poll(ctx); err != nil || n != 0 {
+		t.Fatalf("idle poll: %d, %v", n, err)
+	}
+
+	// The sidecar refuses: the view is kept, and the change is sent again.
+	ent["metadata"].(map[string]any)["description"] = "changed again"
+	if err := cat.Upsert(ent); err != nil {
+		t.Fatal(err)
+	}
+	backend.PublishErrs = []error{connect.NewError(connect.CodeUnavailable, errors.New("down"))}
+	if _, err := p.Poll(ctx); err == nil {
+		t.Fatal("poll succeeded although the sidecar refused")
+	}
+	if n, err = p.Poll(ctx); err != nil || n == 0 {
+		t.Fatalf("retry poll: %d, %v", n, err)
+	}
+}
