@@ -263,8 +263,9 @@ func (m *Mapper) Map(ctx context.Context, entity map[string]any) (res Result) {
 		res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Field: "metadata", Message: err.Error()})
 		return res
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
-	defer cancel()
+	wd := newWatchdog(ctx, m.opts.Timeout)
+	defer wd.stop()
+	ctx = wd
 	for _, i := range idxs {
 		m.runResource(ctx, m.resources[i], input, &res, func(c *compiled, raw []any) { m.finish(c, raw, &res) })
 	}
