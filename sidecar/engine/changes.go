@@ -286,25 +286,23 @@ func (e *Engine) applyRef(ctx context.Context, ref string, newest state.QueueRef
 func (e *Engine) upsertRef(ctx context.Context, ref string, observed time.Time, res mapping.Result, prev *state.RefRecord) error {
 	kind := kindOf(ref)
 	e.countMapping(kind, res)
-	keys := make([]state.Key, 0, len(res.Entities))
-	for _, m := range res.Entities {
-		keys = append(keys, state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier})
-	}
-	recs, found, err := e.opts.Store.Lookup(keys)
-	if err != nil {
-		return err
-	}
+	outputs := make([]state.Output, len(res.Entities))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
 	var items []pushItem
+	now := time.Now()
 	for i, m := range res.Entities {
-		if found[i] && (recs[i].Hash == m.Hash || e.opts.Policy == PolicyCreateOnly) {
+		key := state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier}
+		old, had := prev.Output(key)
+		if had && (old.Hash == m.Hash || e.opts.Policy == PolicyCreateOnly) {
 			e.metrics.skips.WithLabelValues(m.Blueprint).Inc()
+			outputs[i] = old
 			continue
 		}
+		outputs[i] = state.Output{Key: key, Hash: m.Hash, PushedAt: now}
 		wg.Add(1)
-		items = append(items, pushItem{key: keys[i], hash: m.Hash, ref: ref, kind: kind, entity: m.Entity, done: func(_ bool, err error) {
+		items = append(items, pushItem{key: key, hash: m.Hash, ref: ref, kind: kind, entity: m.Entity, done: func(_ bool, err error) {
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, err)
@@ -318,26 +316,33 @@ func (e *Engine) upsertRef(ctx context.Context, ref string, observed time.Time, 
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		// What Port confirmed is recorded (the pusher did it); the rest is
+		// retried with the queued change.
 		return err
 	}
 	// Outputs this entity produced before and no longer does (its selector
 	// stopped matching, or its identifier changed) are deleted.
-	var gone []state.Key
+	var gone []state.Output
 	if prev != nil {
-		for _, k := range prev.Keys {
-			if !slices.Contains(keys, k) {
-				gone = append(gone, k)
+		for _, o := range prev.Outputs {
+			if !slices.ContainsFunc(outputs, func(n state.Output) bool { return n.Key == o.Key }) {
+				gone = append(gone, o)
 			}
 		}
 	}
-	if err := e.deleteKeys(ctx, ref, gone); err != nil {
-		return err
+	if len(gone) > 0 && e.opts.Policy == PolicySync {
+		if _, err := e.bulkDelete(ctx, targetsOf(ref, gone)); err != nil {
+			return err
+		}
+	} else if len(gone) > 0 {
+		// Not deleted (policy), but still ours: keep them recorded.
+		outputs = append(outputs, gone...)
 	}
-	return e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{ref: {ObservedAt: observed, Keys: keys}}})
+	return e.opts.Store.Commit(state.Write{PutRefs: map[string]state.RefRecord{ref: {ObservedAt: observed, Outputs: outputs}}})
 }
 
-// deleteRef removes from Port what ref produced, if we own it and the
-// policy allows deleting.
+// deleteRef removes from Port what ref produced (the record holds only what
+// we own), if the policy allows deleting.
 func (e *Engine) deleteRef(ctx context.Context, ref string, prev *state.RefRecord) error {
 	if prev == nil {
 		return nil // we never wrote anything for it
@@ -346,53 +351,60 @@ func (e *Engine) deleteRef(ctx context.Context, ref string, prev *state.RefRecor
 		e.log.Info("not deleting from Port: policy forbids deletes", "ref", ref, "policy", e.opts.Policy)
 		return nil
 	}
-	if err := e.deleteKeys(ctx, ref, prev.Keys); err != nil {
+	if _, err := e.bulkDelete(ctx, targetsOf(ref, prev.Outputs)); err != nil {
 		return err
 	}
 	return e.opts.Store.Commit(state.Write{DeleteRefs: []string{ref}})
 }
 
-// deleteKeys deletes the given Port entities that we own and that came from
-// ref, and forgets them.
-func (e *Engine) deleteKeys(ctx context.Context, ref string, keys []state.Key) error {
-	if len(keys) == 0 || e.opts.Policy != PolicySync {
-		return nil
-	}
-	recs, found, err := e.opts.Store.Lookup(keys)
-	if err != nil {
-		return err
-	}
-	byBP := map[string][]string{}
-	for i, k := range keys {
-		if found[i] && recs[i].Ref == ref {
-			byBP[k.Blueprint] = append(byBP[k.Blueprint], k.Identifier)
-		}
-	}
-	_, err = e.bulkDelete(ctx, byBP)
-	return err
+// target is an owned Port entity to delete, with the ref that produced it.
+type target struct {
+	key state.Key
+	ref string
 }
 
-// bulkDelete deletes per blueprint and forgets what Port confirmed (or
-// already did not have). It returns how many were deleted.
-func (e *Engine) bulkDelete(ctx context.Context, byBP map[string][]string) (int, error) {
+func targetsOf(ref string, outs []state.Output) []target {
+	t := make([]target, len(outs))
+	for i, o := range outs {
+		t[i] = target{o.Key, ref}
+	}
+	return t
+}
+
+// bulkDelete deletes owned Port entities per blueprint and forgets what Port
+// confirmed (or, when the call succeeded, already did not have). It returns
+// how many Port reported deleted.
+func (e *Engine) bulkDelete(ctx context.Context, targets []target) (int, error) {
+	byBP := map[string][]target{}
+	for _, t := range targets {
+		byBP[t.key.Blueprint] = append(byBP[t.key.Blueprint], t)
+	}
 	var errs []error
 	n := 0
-	for bp, ids := range byBP {
+	for bp, ts := range byBP {
+		ids := make([]string, len(ts))
+		for i, t := range ts {
+			ids[i] = t.key.Identifier
+		}
 		deleted, err := e.opts.Port.BulkDelete(ctx, bp, ids, e.opts.DeleteDependents)
 		e.notePeer(&e.portPeer, err)
+		gone := map[string]bool{}
+		for _, id := range deleted {
+			gone[id] = true
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("delete %d entities of blueprint %s: %w", len(ids), bp, err))
-		}
-		w := state.Write{}
-		for _, id := range deleted {
-			w.DeleteEntities = append(w.DeleteEntities, state.Key{Blueprint: bp, Identifier: id})
-		}
-		if err == nil {
-			// Port lists what it deleted; ids it did not list were already
-			// gone, so forget them too.
-			w.DeleteEntities = w.DeleteEntities[:0]
+		} else {
+			// Port lists what it deleted; ids it did not list were
+			// already gone, so forget them too.
 			for _, id := range ids {
-				w.DeleteEntities = append(w.DeleteEntities, state.Key{Blueprint: bp, Identifier: id})
+				gone[id] = true
+			}
+		}
+		w := state.Write{Remove: map[string][]state.Key{}}
+		for _, t := range ts {
+			if gone[t.key.Identifier] {
+				w.Remove[t.ref] = append(w.Remove[t.ref], t.key)
 			}
 		}
 		if cerr := e.opts.Store.Commit(w); cerr != nil {

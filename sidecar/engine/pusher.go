@@ -188,11 +188,11 @@ func (p *pusher) sendNow(ctx context.Context, blueprint string, items []pushItem
 		return
 	}
 	now := time.Now()
-	w := state.Write{PutEntities: map[state.Key]state.EntityRecord{}}
+	w := state.Write{Confirm: map[string][]state.Output{}}
 	for i, r := range results {
 		if r.Err == nil {
 			it := items[i]
-			w.PutEntities[it.key] = state.EntityRecord{Hash: it.hash, Ref: it.ref, PushedAt: now}
+			w.Confirm[it.ref] = append(w.Confirm[it.ref], state.Output{Key: it.key, Hash: it.hash, PushedAt: now})
 		}
 	}
 	commitErr := p.eng.opts.Store.Commit(w)

@@ -380,28 +380,11 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 			prevByRef[r] = &prevs[i]
 		}
 	}
-	var keys []state.Key
 	for _, m := range out {
-		for _, me := range m.res.Entities {
-			keys = append(keys, state.Key{Blueprint: me.Blueprint, Identifier: me.Identifier})
-		}
-	}
-	recs, found, err := e.opts.Store.Lookup(keys)
-	if err != nil {
-		e.abandonPage(sc, refs, err)
-		return
-	}
-
-	ki := 0
-	for _, m := range out {
-		n := len(m.res.Entities)
-		mrecs, mfound := recs[ki:ki+n], found[ki:ki+n]
-		mkeys := keys[ki : ki+n]
-		ki += n
 		if m.ref == "" {
 			continue
 		}
-		e.resyncRef(ctx, sc, m, mkeys, mrecs, mfound, prevByRef[m.ref], pageTime)
+		e.resyncRef(ctx, sc, m, prevByRef[m.ref], pageTime)
 	}
 }
 
@@ -446,8 +429,7 @@ func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity)
 	return m
 }
 
-func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state.Key, recs []state.EntityRecord, found []bool,
-	prev *state.RefRecord, pageTime time.Time) {
+func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, prev *state.RefRecord, pageTime time.Time) {
 	c := Counts{Seen: 1}
 	locked := !sc.rep.DryRun
 	if prev != nil && prev.ObservedAt.After(pageTime) {
@@ -470,6 +452,10 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		sc.mu.Unlock()
 		c.Skipped = uint64(len(m.res.Skipped))
 	}
+	keys := make([]state.Key, len(m.res.Entities))
+	for i, me := range m.res.Entities {
+		keys[i] = state.Key{Blueprint: me.Blueprint, Identifier: me.Identifier}
+	}
 	sc.mu.Lock()
 	sc.seenRefs[xxhash.Sum64String(m.ref)] = struct{}{}
 	for _, k := range keys {
@@ -478,17 +464,18 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 	sc.mu.Unlock()
 
 	var toPush []pushItem
+	outputs := make([]state.Output, len(keys))
+	now := time.Now()
 	for i, me := range m.res.Entities {
-		switch {
-		case found[i] && recs[i].Hash == me.Hash:
+		old, had := prev.Output(keys[i])
+		if had && (old.Hash == me.Hash || e.opts.Policy == PolicyCreateOnly) {
 			c.Unchanged++
-			continue
-		case found[i] && e.opts.Policy == PolicyCreateOnly:
-			c.Unchanged++
+			outputs[i] = old
 			continue
 		}
+		outputs[i] = state.Output{Key: keys[i], Hash: me.Hash, PushedAt: now}
 		action, reason := ActionCreate, "not in the state file"
-		if found[i] {
+		if had {
 			action, reason = ActionUpdate, "mapped output changed"
 		}
 		if sc.rep.DryRun {
@@ -498,8 +485,19 @@ func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, keys []state
 		}
 		toPush = append(toPush, pushItem{key: keys[i], hash: me.Hash, ref: m.ref, kind: m.kind, entity: me.Entity})
 	}
-	changedKeys := prev == nil || !slices.Equal(prev.Keys, keys)
-	rec := state.RefRecord{ObservedAt: pageTime, Keys: keys}
+	// Outputs no longer produced stay in the record until the deletion
+	// planning at the end of the scan removes them (or keeps them, when it
+	// may not delete).
+	var stale []state.Output
+	if prev != nil {
+		for _, o := range prev.Outputs {
+			if !slices.Contains(keys, o.Key) {
+				stale = append(stale, o)
+			}
+		}
+	}
+	changedKeys := prev == nil || len(stale) > 0 || !slices.Equal(prev.Keys(), keys)
+	rec := state.RefRecord{ObservedAt: pageTime, Outputs: append(outputs, stale...)}
 	switch {
 	case sc.rep.DryRun:
 		sc.rep.count(m.kind, c)
@@ -692,11 +690,7 @@ func (e *Engine) pushWave(ctx context.Context, items []pushItem) []pushItem {
 // planDeletions deletes owned Port entities that this complete, failure-free
 // scan did not produce, within the policy and the deletion threshold.
 func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
-	type cand struct {
-		key state.Key
-		ref string
-	}
-	var cands []cand
+	var cands []target
 	owned := 0
 	err := e.opts.Store.ForEachEntity(func(k state.Key, rec state.EntityRecord) error {
 		owned++
@@ -710,14 +704,14 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 		if !rec.PushedAt.Before(sc.started.Truncate(time.Millisecond)) {
 			return nil
 		}
-		cands = append(cands, cand{k, rec.Ref})
+		cands = append(cands, target{k, rec.Ref})
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("plan deletions: %w", err)
 	}
 	// Drop candidates whose entity got a notification meanwhile.
-	cands = slices.DeleteFunc(cands, func(c cand) bool { return e.hasPending(c.ref) })
+	cands = slices.DeleteFunc(cands, func(c target) bool { return e.hasPending(c.ref) })
 	if len(cands) == 0 {
 		return nil
 	}
@@ -739,17 +733,15 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 	if e.opts.Policy != PolicySync {
 		return skip(fmt.Sprintf("policy %s never deletes", e.opts.Policy))
 	}
-	byBP := map[string][]string{}
 	refsGone := map[string]struct{}{}
 	for _, c := range cands {
 		rep.plan(ActionDelete, PlanItem{Blueprint: c.key.Blueprint, Identifier: c.key.Identifier, Ref: c.ref, Reason: "not in the catalog"})
-		byBP[c.key.Blueprint] = append(byBP[c.key.Blueprint], c.key.Identifier)
 		refsGone[c.ref] = struct{}{}
 	}
 	if rep.DryRun {
 		return nil
 	}
-	n, err := e.bulkDelete(ctx, byBP)
+	n, err := e.bulkDelete(ctx, cands)
 	if err == nil {
 		for _, c := range cands {
 			rep.count(kindOf(c.ref), Counts{Deleted: 1})
@@ -757,12 +749,23 @@ func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
 	} else {
 		rep.count("", Counts{Deleted: uint64(n)})
 	}
-	// Forget refs that are no longer in the catalog.
-	var drop []string
+	// Forget refs that are no longer in the catalog once nothing they
+	// produced is left in Port (a failed delete keeps the ownership).
+	var gone []string
 	for r := range refsGone {
 		_, seen := sc.seenRefs[xxhash.Sum64String(r)]
 		_, keep := sc.keepRefs[r]
 		if !seen && !keep {
+			gone = append(gone, r)
+		}
+	}
+	recs, found, rerr := e.opts.Store.Refs(gone)
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	var drop []string
+	for i, r := range gone {
+		if found[i] && len(recs[i].Outputs) == 0 {
 			drop = append(drop, r)
 		}
 	}

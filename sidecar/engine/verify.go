@@ -102,17 +102,21 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 		for i, m := range res.Entities {
 			keys[i] = state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier}
 		}
-		recs, found, lerr := e.opts.Store.Lookup(keys)
+		recs, found, lerr := e.opts.Store.Refs([]string{r})
 		if lerr != nil {
 			e.locks.unlock(r)
 			e.pusher.flushLazy(ctx)
 			wg.Wait()
 			return lerr
 		}
+		var prev *state.RefRecord
+		if found[0] {
+			prev = &recs[0]
+		}
 		var items []pushItem
 		var refWG sync.WaitGroup
 		for i, m := range res.Entities {
-			if !found[i] {
+			if _, ours := prev.Output(keys[i]); !ours {
 				continue // not ours (yet): the resync's business
 			}
 			have, present := inPort[keys[i]]
@@ -138,7 +142,6 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 				wg.Done()
 			}})
 		}
-		_ = recs
 		if len(items) == 0 {
 			e.locks.unlock(r)
 			continue

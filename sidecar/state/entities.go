@@ -1,9 +1,9 @@
 package state
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,93 +18,116 @@ type Key struct {
 
 func (k Key) String() string { return k.Blueprint + "/" + k.Identifier }
 
-func (k Key) bytes() []byte {
-	b := make([]byte, 0, len(k.Blueprint)+1+len(k.Identifier))
-	b = append(b, k.Blueprint...)
-	b = append(b, 0)
-	return append(b, k.Identifier...)
-}
-
-func parseKey(b []byte) (Key, error) {
-	i := bytes.IndexByte(b, 0)
-	if i < 0 {
-		return Key{}, fmt.Errorf("corrupt entity key %q", b)
-	}
-	return Key{Blueprint: string(b[:i]), Identifier: string(b[i+1:])}, nil
-}
-
-// EntityRecord is what the sidecar remembers of a Port entity it wrote. Its
-// presence is the ownership record: only entities with a record are ever
-// deleted by the sidecar.
-type EntityRecord struct {
+// Output is a Port entity the sidecar wrote for a Backstage entity. Its
+// presence is the ownership record: only outputs are ever deleted by the
+// sidecar.
+type Output struct {
+	Key
 	// Hash of the mapped entity last confirmed by Port.
 	Hash uint64
-	// Ref is the Backstage entity that produced it.
-	Ref string
 	// PushedAt is when Port confirmed it (millisecond precision).
 	PushedAt time.Time
 }
 
-// The encodings are compact because a catalog has one record of each kind
-// per entity (DESIGN: ≤ 200 bytes per entity on disk): times are varint
-// milliseconds, and a ref or identifier equal to the one the record's key
-// already names is stored as an empty string (Port identifiers default to the
-// Backstage ref).
-
-// encode writes hash, push time and the ref unless it equals k's identifier.
-func (r EntityRecord) encode(k Key) []byte {
-	b := make([]byte, 8, 8+binary.MaxVarintLen64+len(r.Ref))
-	binary.BigEndian.PutUint64(b, r.Hash)
-	b = binary.AppendVarint(b, r.PushedAt.UnixMilli())
-	if r.Ref == k.Identifier {
-		return b
-	}
-	return append(b, r.Ref...)
-}
-
-func decodeEntity(k Key, v []byte) (EntityRecord, error) {
-	if len(v) < 9 {
-		return EntityRecord{}, fmt.Errorf("corrupt entity record of %d bytes", len(v))
-	}
-	ms, n := binary.Varint(v[8:])
-	if n <= 0 {
-		return EntityRecord{}, fmt.Errorf("corrupt entity record time")
-	}
-	ref := string(v[8+n:])
-	if ref == "" {
-		ref = k.Identifier
-	}
-	return EntityRecord{Hash: binary.BigEndian.Uint64(v), PushedAt: time.UnixMilli(ms), Ref: ref}, nil
-}
-
-// RefRecord is what the sidecar remembers of a Backstage entity.
+// RefRecord is what the sidecar remembers of one Backstage entity: one
+// record per entity, keyed by its ref.
 type RefRecord struct {
 	// ObservedAt is the newest observation applied for this entity
 	// (millisecond precision); an older observation never overwrites it.
 	ObservedAt time.Time
-	// Keys are the Port entities it produced.
-	Keys []Key
+	// Outputs are the Port entities it produced and Port confirmed.
+	Outputs []Output
 }
 
-// encode writes the observation time and the keys; an identifier equal to
-// ref, and a blueprint equal to the ref's kind, are stored empty.
-func (r RefRecord) encode(ref string) []byte {
-	kind := refKind(ref)
-	b := binary.AppendVarint(nil, r.ObservedAt.UnixMilli())
-	b = binary.AppendUvarint(b, uint64(len(r.Keys)))
-	for _, k := range r.Keys {
-		if k.Blueprint == kind {
-			b = appendString(b, "")
-		} else {
-			b = appendString(b, k.Blueprint)
-		}
-		if k.Identifier == ref {
-			b = appendString(b, "")
-		} else {
-			b = appendString(b, k.Identifier)
+// Keys lists the record's outputs' keys.
+func (r RefRecord) Keys() []Key {
+	keys := make([]Key, len(r.Outputs))
+	for i, o := range r.Outputs {
+		keys[i] = o.Key
+	}
+	return keys
+}
+
+// Output returns the output for k.
+func (r *RefRecord) Output(k Key) (Output, bool) {
+	if r == nil {
+		return Output{}, false
+	}
+	for _, o := range r.Outputs {
+		if o.Key == k {
+			return o, true
 		}
 	}
+	return Output{}, false
+}
+
+// EntityRecord is one output seen from the Port side, with the ref that
+// produced it.
+type EntityRecord struct {
+	Hash     uint64
+	Ref      string
+	PushedAt time.Time
+}
+
+// The encoding is compact because a catalog has one record per entity
+// (DESIGN: ≤ 200 bytes per entity on disk): times are varint milliseconds,
+// a blueprint equal to the ref's kind and an identifier equal to the ref
+// (Port identifiers default to the Backstage ref) are stored empty.
+func (r RefRecord) encode(ref string) []byte {
+	kind := refKind(ref)
+	b := binary.AppendVarint(make([]byte, 0, 32), r.ObservedAt.UnixMilli())
+	b = binary.AppendUvarint(b, uint64(len(r.Outputs)))
+	for _, o := range r.Outputs {
+		if o.Blueprint == kind {
+			b = appendString(b, "")
+		} else {
+			b = appendString(b, o.Blueprint)
+		}
+		if o.Identifier == ref {
+			b = appendString(b, "")
+		} else {
+			b = appendString(b, o.Identifier)
+		}
+		b = binary.BigEndian.AppendUint64(b, o.Hash)
+		b = binary.AppendVarint(b, o.PushedAt.UnixMilli())
+	}
 	return b
+}
+
+func decodeRef(ref string, v []byte) (RefRecord, error) {
+	ms, n := binary.Varint(v)
+	if n <= 0 {
+		return RefRecord{}, fmt.Errorf("corrupt ref record")
+	}
+	r := &reader{b: v[n:]}
+	rec := RefRecord{ObservedAt: time.UnixMilli(ms)}
+	count := r.uvarint()
+	if r.err == nil && count > uint64(len(r.b)) {
+		r.err = fmt.Errorf("corrupt output count %d", count)
+	}
+	kind := refKind(ref)
+	for i := uint64(0); i < count && r.err == nil; i++ {
+		o := Output{Key: Key{Blueprint: r.string(), Identifier: r.string()}}
+		if o.Blueprint == "" {
+			o.Blueprint = kind
+		}
+		if o.Identifier == "" {
+			o.Identifier = ref
+		}
+		o.Hash = r.uint64()
+		o.PushedAt = time.UnixMilli(r.varint())
+		rec.Outputs = append(rec.Outputs, o)
+	}
+	return rec, r.err
+}
+
+// refKind is the kind part of a canonical ref ("component" for
+// "component:default/x").
+func refKind(ref string) string {
+	if i := strings.IndexByte(ref, ':'); i > 0 {
+		return ref[:i]
+	}
+	return ""
 }
 
 func appendString(b []byte, s string) []byte {
@@ -130,6 +153,32 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = fmt.Errorf("corrupt varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) uint64() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) < 8 {
+		r.err = fmt.Errorf("corrupt hash")
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
 func (r *reader) string() string {
 	n := r.uvarint()
 	if r.err != nil {
@@ -144,65 +193,8 @@ func (r *reader) string() string {
 	return s
 }
 
-// refKind is the kind part of a canonical ref ("component" for
-// "component:default/x").
-func refKind(ref string) string {
-	if i := strings.IndexByte(ref, ':'); i > 0 {
-		return ref[:i]
-	}
-	return ""
-}
-
-func decodeRef(ref string, v []byte) (RefRecord, error) {
-	ms, n := binary.Varint(v)
-	if n <= 0 {
-		return RefRecord{}, fmt.Errorf("corrupt ref record")
-	}
-	r := &reader{b: v[n:]}
-	rec := RefRecord{ObservedAt: time.UnixMilli(ms)}
-	count := r.uvarint()
-	if r.err == nil && count > uint64(len(r.b)) {
-		r.err = fmt.Errorf("corrupt key count %d", count)
-	}
-	kind := refKind(ref)
-	for i := uint64(0); i < count && r.err == nil; i++ {
-		k := Key{Blueprint: r.string(), Identifier: r.string()}
-		if k.Blueprint == "" {
-			k.Blueprint = kind
-		}
-		if k.Identifier == "" {
-			k.Identifier = ref
-		}
-		rec.Keys = append(rec.Keys, k)
-	}
-	return rec, r.err
-}
-
-// Lookup returns the records of keys; found[i] tells whether keys[i] has one.
-// It reads all of them in one transaction.
-func (s *Store) Lookup(keys []Key) (recs []EntityRecord, found []bool, err error) {
-	recs = make([]EntityRecord, len(keys))
-	found = make([]bool, len(keys))
-	err = s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEntities)
-		for i, k := range keys {
-			v := b.Get(k.bytes())
-			if v == nil {
-				continue
-			}
-			rec, err := decodeEntity(k, v)
-			if err != nil {
-				return fmt.Errorf("entity %s: %w", k, err)
-			}
-			recs[i], found[i] = rec, true
-		}
-		return nil
-	})
-	return recs, found, err
-}
-
 // Refs returns the records of Backstage refs; found[i] tells whether refs[i]
-// has one.
+// has one. It reads all of them in one transaction.
 func (s *Store) Refs(refs []string) (recs []RefRecord, found []bool, err error) {
 	recs = make([]RefRecord, len(refs))
 	found = make([]bool, len(refs))
@@ -224,17 +216,23 @@ func (s *Store) Refs(refs []string) (recs []RefRecord, found []bool, err error) 
 	return recs, found, err
 }
 
-// Write is a set of record changes committed together.
+// Write is a set of record changes committed together, applied in the
+// order of the fields.
 type Write struct {
-	PutEntities    map[Key]EntityRecord
-	DeleteEntities []Key
-	PutRefs        map[string]RefRecord
-	DeleteRefs     []string
+	// PutRefs replaces whole records.
+	PutRefs map[string]RefRecord
+	// Confirm adds or replaces outputs of refs (creating the record if
+	// needed) without touching their observation time: Port confirmed them.
+	Confirm map[string][]Output
+	// Remove drops outputs of refs (deleted in Port).
+	Remove map[string][]Key
+	// DeleteRefs drops whole records.
+	DeleteRefs []string
 }
 
 // Empty reports whether w changes nothing.
 func (w *Write) Empty() bool {
-	return len(w.PutEntities) == 0 && len(w.DeleteEntities) == 0 && len(w.PutRefs) == 0 && len(w.DeleteRefs) == 0
+	return len(w.PutRefs) == 0 && len(w.Confirm) == 0 && len(w.Remove) == 0 && len(w.DeleteRefs) == 0
 }
 
 // Commit applies w in one short write transaction (shared with concurrent
@@ -244,25 +242,51 @@ func (s *Store) Commit(w Write) error {
 		return nil
 	}
 	err := s.db.Batch(func(tx *bolt.Tx) error {
-		eb, rb := tx.Bucket(bucketEntities), tx.Bucket(bucketRefs)
-		for _, k := range w.DeleteEntities {
-			if err := eb.Delete(k.bytes()); err != nil {
+		rb := tx.Bucket(bucketRefs)
+		for r, rec := range w.PutRefs {
+			if err := rb.Put([]byte(r), rec.encode(r)); err != nil {
+				return fmt.Errorf("ref %s: %w", r, err)
+			}
+		}
+		update := func(r string, fn func(*RefRecord)) error {
+			var rec RefRecord
+			if v := rb.Get([]byte(r)); v != nil {
+				var err error
+				if rec, err = decodeRef(r, v); err != nil {
+					return fmt.Errorf("ref %s: %w", r, err)
+				}
+			}
+			fn(&rec)
+			return rb.Put([]byte(r), rec.encode(r))
+		}
+		for r, outs := range w.Confirm {
+			err := update(r, func(rec *RefRecord) {
+				for _, o := range outs {
+					if i := slices.IndexFunc(rec.Outputs, func(x Output) bool { return x.Key == o.Key }); i >= 0 {
+						rec.Outputs[i] = o
+					} else {
+						rec.Outputs = append(rec.Outputs, o)
+					}
+				}
+			})
+			if err != nil {
 				return err
 			}
 		}
-		for k, rec := range w.PutEntities {
-			if err := eb.Put(k.bytes(), rec.encode(k)); err != nil {
-				return fmt.Errorf("entity %s: %w", k, err)
+		for r, keys := range w.Remove {
+			if rb.Get([]byte(r)) == nil {
+				continue
+			}
+			err := update(r, func(rec *RefRecord) {
+				rec.Outputs = slices.DeleteFunc(rec.Outputs, func(o Output) bool { return slices.Contains(keys, o.Key) })
+			})
+			if err != nil {
+				return err
 			}
 		}
 		for _, r := range w.DeleteRefs {
 			if err := rb.Delete([]byte(r)); err != nil {
 				return err
-			}
-		}
-		for r, rec := range w.PutRefs {
-			if err := rb.Put([]byte(r), rec.encode(r)); err != nil {
-				return fmt.Errorf("ref %s: %w", r, err)
 			}
 		}
 		return nil
@@ -273,21 +297,16 @@ func (s *Store) Commit(w Write) error {
 	return nil
 }
 
-// ForEachEntity calls fn for every owned Port entity, in key order, inside
-// one read transaction: fn must not call back into the Store's writers.
+// ForEachEntity calls fn for every owned Port entity, ref by ref, inside one
+// read transaction: fn must not call back into the Store's writers.
 func (s *Store) ForEachEntity(fn func(Key, EntityRecord) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntities).ForEach(func(k, v []byte) error {
-			key, err := parseKey(k)
-			if err != nil {
+	return s.ForEachRef(func(ref string, rec RefRecord) error {
+		for _, o := range rec.Outputs {
+			if err := fn(o.Key, EntityRecord{Hash: o.Hash, Ref: ref, PushedAt: o.PushedAt}); err != nil {
 				return err
 			}
-			rec, err := decodeEntity(key, v)
-			if err != nil {
-				return fmt.Errorf("entity %s: %w", key, err)
-			}
-			return fn(key, rec)
-		})
+		}
+		return nil
 	})
 }
 
@@ -308,22 +327,18 @@ func (s *Store) ForEachRef(fn func(string, RefRecord) error) error {
 // OwnedCounts returns how many Port entities the sidecar owns per blueprint.
 func (s *Store) OwnedCounts() (map[string]uint64, error) {
 	out := map[string]uint64{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntities).ForEach(func(k, _ []byte) error {
-			if i := bytes.IndexByte(k, 0); i >= 0 {
-				out[string(k[:i])]++
-			}
-			return nil
-		})
+	err := s.ForEachEntity(func(k Key, _ EntityRecord) error {
+		out[k.Blueprint]++
+		return nil
 	})
 	return out, err
 }
 
-// Counts returns the number of entity and ref records.
+// Counts returns the number of owned Port entities and of ref records.
 func (s *Store) Counts() (entities, refs int, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		entities = tx.Bucket(bucketEntities).Stats().KeyN
-		refs = tx.Bucket(bucketRefs).Stats().KeyN
+	err = s.ForEachRef(func(_ string, rec RefRecord) error {
+		refs++
+		entities += len(rec.Outputs)
 		return nil
 	})
 	return entities, refs, err

@@ -1,7 +1,7 @@
 // Package state is the sidecar's one bbolt file: the durable queue of change
-// notifications not yet applied, the hash and ownership record of every Port
-// entity the sidecar wrote, the Port entities each Backstage entity produced,
-// and resync bookkeeping.
+// notifications not yet applied; one record per Backstage entity with the
+// Port entities it produced (their hashes: the ownership record), and the
+// newest observation applied; and bookkeeping.
 //
 // The file is an optimisation and an ownership record. Losing it makes the
 // next resync push everything again and, because nothing is owned any more,
@@ -26,10 +26,9 @@ import (
 const SchemaVersion = 1
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketQueue    = []byte("queue")
-	bucketEntities = []byte("entities")
-	bucketRefs     = []byte("refs")
+	bucketMeta  = []byte("meta")
+	bucketQueue = []byte("queue")
+	bucketRefs  = []byte("refs")
 
 	keySchema = []byte("schema")
 )
@@ -107,7 +106,7 @@ func (s *Store) init() error {
 		if ver > SchemaVersion {
 			return fmt.Errorf("schema version %d was written by a newer portbridge (this one reads up to %d); move the file away to start over", ver, SchemaVersion)
 		}
-		for _, b := range [][]byte{bucketQueue, bucketEntities, bucketRefs} {
+		for _, b := range [][]byte{bucketQueue, bucketRefs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

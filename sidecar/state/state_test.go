@@ -160,38 +160,48 @@ func TestOpenErrors(t *testing.T) {
 func TestRecords(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t)
-	now := time.Unix(1_700_000_000, 0)
-	k1 := Key{Blueprint: "component", Identifier: "component:default/a"}
+	now := time.UnixMilli(1_700_000_000_123)
+	ref := "component:default/a"
+	k1 := Key{Blueprint: "component", Identifier: ref}
 	k2 := Key{Blueprint: "api", Identifier: "api:ns/with/slash+plus=eq"}
-	err := s.Commit(Write{
-		PutEntities: map[Key]EntityRecord{k1: {Hash: 42, Ref: "component:default/a", PushedAt: now}, k2: {Hash: 7, Ref: "api:ns/x", PushedAt: now}},
-		PutRefs:     map[string]RefRecord{"component:default/a": {ObservedAt: now, Keys: []Key{k1, k2}}},
-	})
+	err := s.Commit(Write{PutRefs: map[string]RefRecord{ref: {ObservedAt: now, Outputs: []Output{{Key: k1, Hash: 42, PushedAt: now}, {Key: k2, Hash: 7, PushedAt: now}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, found, err := s.Lookup([]Key{k1, {Blueprint: "component", Identifier: "nope"}, k2})
-	if err != nil || !found[0] || found[1] || !found[2] || recs[0].Hash != 42 || recs[2].Ref != "api:ns/x" || !recs[0].PushedAt.Equal(now) {
-		t.Fatalf("lookup %+v %v %v", recs, found, err)
+	recs, found, err := s.Refs([]string{ref, "x:y/z"})
+	if err != nil || !found[0] || found[1] || len(recs[0].Outputs) != 2 || !recs[0].ObservedAt.Equal(now) {
+		t.Fatalf("refs %+v %v %v", recs, found, err)
 	}
-	refs, rfound, err := s.Refs([]string{"component:default/a", "x:y/z"})
-	if err != nil || !rfound[0] || rfound[1] || len(refs[0].Keys) != 2 || refs[0].Keys[0] != k1 || refs[0].Keys[1] != k2 || !refs[0].ObservedAt.Equal(now) {
-		t.Fatalf("refs %+v %v %v", refs, rfound, err)
+	if o, ok := recs[0].Output(k1); !ok || o.Hash != 42 || !o.PushedAt.Equal(now) {
+		t.Fatalf("output k1 %+v %v", o, ok)
 	}
-	counts, _ := s.OwnedCounts()
-	if counts["component"] != 1 || counts["api"] != 1 {
-		t.Fatalf("counts %v", counts)
+	if o, ok := recs[0].Output(k2); !ok || o.Hash != 7 {
+		t.Fatalf("output k2 %+v %v", o, ok)
 	}
-	var seen []Key
-	_ = s.ForEachEntity(func(k Key, _ EntityRecord) error { seen = append(seen, k); return nil })
-	if len(seen) != 2 {
-		t.Fatalf("foreach %v", seen)
-	}
-	if err := s.Commit(Write{DeleteEntities: []Key{k1}, DeleteRefs: []string{"component:default/a"}}); err != nil {
+	// Confirm replaces one output and adds another; the observation time stays.
+	k3 := Key{Blueprint: "api", Identifier: "api:default/b"}
+	if err := s.Commit(Write{Confirm: map[string][]Output{ref: {{Key: k1, Hash: 43}, {Key: k3, Hash: 9}}, "new:default/n": {{Key: Key{"new", "new:default/n"}, Hash: 1}}}}); err != nil {
 		t.Fatal(err)
 	}
-	if n, r, _ := s.Counts(); n != 1 || r != 0 {
-		t.Fatalf("counts after delete %d %d", n, r)
+	recs, _, _ = s.Refs([]string{ref, "new:default/n"})
+	if o, _ := recs[0].Output(k1); o.Hash != 43 || len(recs[0].Outputs) != 3 || !recs[0].ObservedAt.Equal(now) || len(recs[1].Outputs) != 1 {
+		t.Fatalf("after confirm %+v", recs)
+	}
+	counts, _ := s.OwnedCounts()
+	if counts["component"] != 1 || counts["api"] != 2 || counts["new"] != 1 {
+		t.Fatalf("counts %v", counts)
+	}
+	var seen []string
+	_ = s.ForEachEntity(func(k Key, r EntityRecord) error { seen = append(seen, k.Identifier+"<-"+r.Ref); return nil })
+	if len(seen) != 4 {
+		t.Fatalf("foreach %v", seen)
+	}
+	// Remove drops outputs; DeleteRefs drops records; unknown refs are no-ops.
+	if err := s.Commit(Write{Remove: map[string][]Key{ref: {k1, k3}, "gone:default/x": {k1}}, DeleteRefs: []string{"new:default/n"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, r, _ := s.Counts(); n != 1 || r != 1 {
+		t.Fatalf("counts after remove %d %d", n, r)
 	}
 	if err := s.PutMeta("schema", nil); err == nil {
 		t.Error("reserved meta key written")
@@ -204,15 +214,24 @@ func TestRecords(t *testing.T) {
 	}
 }
 
+func TestRecordSize(t *testing.T) {
+	t.Parallel()
+	// The common record: one output, blueprint = kind, identifier = ref.
+	ref := "component:default/artist-lookup"
+	rec := RefRecord{ObservedAt: time.Now(), Outputs: []Output{{Key: Key{"component", ref}, Hash: 1 << 60, PushedAt: time.Now()}}}
+	if n := len(rec.encode(ref)); n > 24 {
+		t.Fatalf("common record encodes to %d bytes", n)
+	}
+	got, err := decodeRef(ref, rec.encode(ref))
+	if err != nil || got.Outputs[0].Key != rec.Outputs[0].Key || got.Outputs[0].Hash != rec.Outputs[0].Hash {
+		t.Fatalf("round trip %+v %v", got, err)
+	}
+}
+
 func TestCorruptRecords(t *testing.T) {
 	t.Parallel()
-	for _, v := range [][]byte{nil, {1, 2, 3}, make([]byte, 8)} {
-		if _, err := decodeEntity(Key{}, v); err == nil {
-			t.Errorf("decodeEntity(%v) accepted", v)
-		}
-	}
-	for _, v := range [][]byte{nil, {0x80}, {2, 0x05, 'a'}, {2, 0xff, 0xff, 0x03}} {
-		if _, err := decodeRef("x", v); err == nil {
+	for _, v := range [][]byte{nil, {0x80}, {2, 0x05, 'a'}, {2, 0xff, 0xff, 0x03}, {2, 1, 0, 0, 1, 2}} {
+		if _, err := decodeRef("x:y/z", v); err == nil {
 			t.Errorf("decodeRef(%v) accepted", v)
 		}
 	}
