@@ -608,3 +608,51 @@ func TestResyncBatchesChangesAcrossPages(t *testing.T) {
 		t.Fatalf("%d bulk requests for 60 changed entities of one blueprint (want ceil(60/20) = 3); pushed %d", got, rep.Totals.Pushed)
 	}
 }
+
+// An entity whose mapping no longer produces an output (its selector stopped
+// matching) has that Port entity deleted; on a resync as on the change path.
+func TestOutputsNoLongerProducedAreDeleted(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(string(mapping.DefaultMappingYAML()), "  - kind: component\n    selector:\n      query: 'true'",
+		"  - kind: component\n    selector:\n      query: '.spec.lifecycle != \"deprecated\"'", 1)
+	if doc == string(mapping.DefaultMappingYAML()) {
+		t.Fatal("could not edit the default mapping for the test")
+	}
+	cfg, err := mapping.Load([]byte(doc), "edited")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper, err := mapping.New(cfg, mapping.Options{Blueprints: mapping.DefaultBlueprints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, loadExamples(t), func(o *engine.Options) { o.Mapper = mapper })
+	e.resync()
+	deprecate := func(ref string) catalog.Entity {
+		ent, ok := e.cat.Get(ref)
+		if !ok {
+			t.Fatalf("%s missing", ref)
+		}
+		ent["spec"].(map[string]any)["lifecycle"] = "deprecated"
+		return ent
+	}
+	// Change path.
+	ref := "component:default/artist-lookup"
+	e.publish(upsertChange(t, deprecate(ref)))
+	eventually(t, "the deselected entity deleted in Port", func() bool {
+		_, ok := portEntity(e, "component", ref)
+		return !ok
+	})
+	// Resync.
+	ref2 := "component:default/playback-order"
+	if err := e.cat.Upsert(deprecate(ref2)); err != nil {
+		t.Fatal(err)
+	}
+	rep := e.resync()
+	if _, ok := portEntity(e, "component", ref2); ok || rep.Totals.Deleted != 1 {
+		t.Fatalf("resync: still in Port %v, deleted %d", ok, rep.Totals.Deleted)
+	}
+	if counts, _ := e.store.OwnedCounts(); counts["component"] != uint64(len(e.portEmu.Entities("component"))) {
+		t.Fatalf("owned %d components, Port has %d", counts["component"], len(e.portEmu.Entities("component")))
+	}
+}
