@@ -24,7 +24,8 @@ type pendingRef struct {
 	seqs     []uint64
 	newest   state.QueueRef
 	due      time.Time
-	busy     bool
+	busy     bool // being applied
+	queued   bool // in e.ready
 	attempts int
 }
 
@@ -82,8 +83,8 @@ func (e *Engine) index(refs []state.QueueRef) {
 				p.due = r.ReceivedAt.Add(e.opts.DeleteGracePeriod)
 			}
 		}
+		e.schedule(p, time.Now())
 	}
-	e.updateQueueGauges()
 	e.mu.Unlock()
 	select {
 	case e.wake <- struct{}{}:
@@ -91,7 +92,26 @@ func (e *Engine) index(refs []state.QueueRef) {
 	}
 }
 
-// updateQueueGauges refreshes status counters; e.mu must be held.
+// schedule puts p in the ready queue when it is due, or in the delayed set;
+// e.mu must be held. Busy refs are scheduled again when they finish.
+func (e *Engine) schedule(p *pendingRef, now time.Time) {
+	if p.busy || p.queued {
+		return
+	}
+	if p.due.After(now) {
+		e.delayed[p.ref] = p
+		if e.delayScanAt.IsZero() || p.due.Before(e.delayScanAt) {
+			e.delayScanAt = p.due
+		}
+		return
+	}
+	delete(e.delayed, p.ref)
+	p.queued = true
+	e.ready = append(e.ready, p)
+}
+
+// updateQueueGauges refreshes status counters; e.mu must be held. It walks
+// the index, so it runs on a timer and for status, not per change.
 func (e *Engine) updateQueueGauges() {
 	retrying, deletions := 0, 0
 	for _, p := range e.pending {
@@ -114,7 +134,10 @@ func (e *Engine) hasPending(ref string) bool {
 	return ok
 }
 
-// dispatch hands due refs to workers until ctx ends.
+// dispatch hands due refs to workers, oldest first, until ctx ends. Ready
+// refs wait in a FIFO queue; refs due later (deletions in their grace
+// period, retries) wait in a delayed set that is checked when the earliest
+// of them is due, so a burst of 100,000 changes costs O(1) per change.
 func (e *Engine) dispatch(ctx context.Context) {
 	if !e.waitPrepared(ctx) {
 		return
@@ -122,35 +145,43 @@ func (e *Engine) dispatch(ctx context.Context) {
 	sem := make(chan struct{}, e.opts.Workers)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	gauges := time.NewTicker(time.Second)
+	defer gauges.Stop()
 	for {
 		now := time.Now()
-		var ready []*pendingRef
 		next := time.Duration(0)
+		var launch []*pendingRef
 		e.mu.Lock()
-		for _, p := range e.pending {
-			if p.busy {
-				continue
-			}
-			if wait := p.due.Sub(now); wait > 0 {
-				if next == 0 || wait < next {
-					next = wait
+		// The delayed set is walked only when its earliest entry is due.
+		if !e.delayScanAt.IsZero() && !now.Before(e.delayScanAt) {
+			e.delayScanAt = time.Time{}
+			for _, p := range e.delayed {
+				if p.due.After(now) {
+					if e.delayScanAt.IsZero() || p.due.Before(e.delayScanAt) {
+						e.delayScanAt = p.due
+					}
+					continue
 				}
+				e.schedule(p, now)
+			}
+		}
+		if !e.delayScanAt.IsZero() {
+			next = max(e.delayScanAt.Sub(now), time.Millisecond)
+		}
+		for len(e.ready) > 0 && e.inflight+len(launch) < maxInflightRefs {
+			p := e.ready[0]
+			e.ready[0] = nil
+			e.ready = e.ready[1:]
+			p.queued = false
+			if p.busy || e.pending[p.ref] != p {
 				continue
 			}
-			if e.inflight+len(ready) >= maxInflightRefs {
-				next = time.Millisecond
-				break
-			}
-			ready = append(ready, p)
-		}
-		// Oldest first, so a burst drains in order.
-		slices.SortFunc(ready, func(a, b *pendingRef) int { return a.newest.ReceivedAt.Compare(b.newest.ReceivedAt) })
-		for _, p := range ready {
 			p.busy = true
+			launch = append(launch, p)
 		}
-		e.inflight += len(ready)
+		e.inflight += len(launch)
 		e.mu.Unlock()
-		for _, p := range ready {
+		for _, p := range launch {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -167,6 +198,10 @@ func (e *Engine) dispatch(ctx context.Context) {
 			return
 		case <-e.wake:
 		case <-timer.C:
+		case <-gauges.C:
+			e.mu.Lock()
+			e.updateQueueGauges()
+			e.mu.Unlock()
 		}
 	}
 }
@@ -220,20 +255,20 @@ func (e *Engine) finish(p *pendingRef, seqs []uint64, err error) {
 		p.due = time.Now().Add(e.backoff(p.attempts))
 		e.lastErr = err.Error()
 		e.log.Warn("change not applied; will retry", "ref", p.ref, "attempt", p.attempts, "retry_in", time.Until(p.due).Round(time.Millisecond), "error", err)
-		e.updateQueueGauges()
-		return
-	}
-	p.seqs = slices.DeleteFunc(p.seqs, func(s uint64) bool { return slices.Contains(seqs, s) })
-	if len(p.seqs) == 0 {
-		delete(e.pending, p.ref)
-	}
-	p.attempts = 0
-	e.updateQueueGauges()
-	if len(p.seqs) > 0 {
-		select {
-		case e.wake <- struct{}{}:
-		default:
+		e.schedule(p, time.Now())
+	} else {
+		p.seqs = slices.DeleteFunc(p.seqs, func(s uint64) bool { return slices.Contains(seqs, s) })
+		p.attempts = 0
+		if len(p.seqs) == 0 {
+			delete(e.pending, p.ref)
+			delete(e.delayed, p.ref)
+		} else {
+			e.schedule(p, time.Now())
 		}
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -124,6 +124,9 @@ type Engine struct {
 
 	mu          sync.Mutex
 	pending     map[string]*pendingRef // guarded by mu
+	ready       []*pendingRef          // due now, FIFO; guarded by mu
+	delayed     map[string]*pendingRef // due later; guarded by mu
+	delayScanAt time.Time              // earliest due in delayed; guarded by mu
 	inflight    int                    // refs being applied; guarded by mu
 	resyncReq   chan resyncRequest
 	verifyAfter bool          // guarded by mu
@@ -200,6 +203,7 @@ func New(opts Options) (*Engine, error) {
 		started:   time.Now(),
 		wake:      make(chan struct{}, 1),
 		pending:   map[string]*pendingRef{},
+		delayed:   map[string]*pendingRef{},
 		resyncReq: make(chan resyncRequest, 1),
 		prepared:  make(chan struct{}),
 	}

@@ -656,3 +656,36 @@ func TestOutputsNoLongerProducedAreDeleted(t *testing.T) {
 		t.Fatalf("owned %d components, Port has %d", counts["component"], len(e.portEmu.Entities("component")))
 	}
 }
+
+// A publisher's full snapshot of a large catalog goes through the change
+// path: every change must be applied (and the unchanged ones cost nothing).
+func TestLargeSnapshotDrains(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *catalogtest.Emulator) {
+		if err := c.UpsertAll(catalogtest.Generate(5000, 21)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var changes []*portbridgev1.Change
+	for _, ref := range e.cat.Refs() {
+		ent, _ := e.cat.Get(ref)
+		changes = append(changes, upsertChange(t, ent))
+	}
+	start := time.Now()
+	for i := 0; i < len(changes); i += 500 {
+		e.publish(changes[i:min(i+500, len(changes))]...)
+	}
+	eventually(t, "the snapshot applied", func() bool { return e.store.QueueDepth() == 0 })
+	t.Logf("%d changes applied in %s", len(changes), time.Since(start).Round(time.Millisecond))
+	if n := e.ownedTotal(); n != uint64(len(changes)) {
+		t.Fatalf("%d owned after the snapshot, want %d", n, len(changes))
+	}
+	writes := e.writes()
+	for i := 0; i < len(changes); i += 500 {
+		e.publish(changes[i:min(i+500, len(changes))]...)
+	}
+	eventually(t, "the second snapshot applied", func() bool { return e.store.QueueDepth() == 0 })
+	if w := e.writes() - writes; w != 0 {
+		t.Fatalf("an unchanged snapshot made %d Port writes", w)
+	}
+}

@@ -21,6 +21,7 @@ var ErrNoPreviewMapping = fmt.Errorf("this sidecar cannot compile mappings given
 // Status reports the engine's state for the GetStatus RPC.
 func (e *Engine) Status(context.Context) (*portbridgev1.GetStatusResponse, error) {
 	e.mu.Lock()
+	e.updateQueueGauges()
 	cur, last, lastVerify := e.current, e.last, e.lastVerify
 	resp := &portbridgev1.GetStatusResponse{
 		Version:   e.opts.Version,
