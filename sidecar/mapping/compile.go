@@ -62,6 +62,9 @@ type compiled struct {
 	kindLower string
 	code      *gojq.Code
 	body      string // the program without prelude, for the jq CLI
+	// native are slots evaluated in Go (see native.go); the combined
+	// program has a placeholder in their place.
+	native    []*nativeSlot
 	items     *gojq.Code
 	itemsDel  *gojq.Code
 	itemsSrc  string
@@ -142,7 +145,21 @@ func compileResource(cfgName string, index int, r *Resource, bps blueprintIndex,
 		c.rels = append(c.rels, relField{name: name, t: t})
 	}
 	c.body = resourceBody(c.slots)
-	code, err := compileSource(prelude+c.body, opts)
+	run := c.slots
+	for i := 1; i < len(c.slots); i++ { // never the selector
+		ns, err := compileNative(c.slots[i], i, opts)
+		if err != nil {
+			return nil, &ConfigError{File: cfgName, Line: r.line, Key: fmt.Sprintf("resources[%d]", index), Msg: "compiling " + c.slots[i].field + ": " + err.Error()}
+		}
+		if ns != nil {
+			if len(c.native) == 0 {
+				run = append([]slot(nil), c.slots...)
+			}
+			run[i].expr = nativePlaceholder
+			c.native = append(c.native, ns)
+		}
+	}
+	code, err := compileSource(prelude+resourceBody(run), opts)
 	if err != nil {
 		return nil, &ConfigError{File: cfgName, Line: r.line, Key: fmt.Sprintf("resources[%d]", index),
 			Msg: "compiling the combined mapping: " + err.Error()}

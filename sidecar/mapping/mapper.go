@@ -379,6 +379,20 @@ func (m *Mapper) runOne(ctx context.Context, c *compiled, input map[string]any, 
 		return
 	}
 	raw, _ := v.([]any)
+	// Selected: fill in the natively evaluated slots (placeholders in the
+	// program), running gojq for inputs the native code does not handle.
+	if len(raw) == len(c.slots) {
+		for _, n := range c.native {
+			if out, ok := n.eval(input); ok {
+				raw[n.slot] = out
+				continue
+			}
+			if raw[n.slot], err = runFirst(ctx, n.fallback, input); err != nil {
+				res.Skipped = append(res.Skipped, Warning{c.index, "", describeRunError(err, m.opts.Timeout)})
+				return
+			}
+		}
+	}
 	emit(c, raw)
 }
 
