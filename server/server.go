@@ -45,8 +45,8 @@ type Backend interface {
 	// Status reports the sidecar's state. The server fills in Version when
 	// the Backend leaves it empty.
 	Status(ctx context.Context) (*portbridgev1.GetStatusResponse, error)
-	// PreviewMapping maps one entity without writing anything. It may return
-	// an error wrapping ErrUnimplemented until the mapping engine is wired.
+	// PreviewMapping maps one entity without writing anything. A Backend
+	// that has no mapping engine returns an error wrapping ErrUnimplemented.
 	PreviewMapping(ctx context.Context, entity map[string]any, mappingYAML string) (*portbridgev1.PreviewMappingResponse, error)
 	// Ready reports whether the sidecar can accept changes (for /readyz and
 	// grpc.health.v1).

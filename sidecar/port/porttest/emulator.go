@@ -181,8 +181,8 @@ var routes = []route{
 	newRoute("POST", "/v1/blueprints/{b}/entities/search", false, handleSearchBlueprint),
 	newRoute("POST", "/v1/blueprints/{b}/bulk/entities/delete", true, handleBulkDelete),
 	newRoute("GET", "/v1/blueprints/{b}/entities/{id}", false, handleGetEntity),
-	newRoute("PATCH", "/v1/blueprints/{b}/entities/{id}", true, handlePatchEntity),
-	newRoute("PUT", "/v1/blueprints/{b}/entities/{id}", true, handlePutEntity),
+	newRoute("PATCH", "/v1/blueprints/{b}/entities/{id}", true, handleUpdateEntity(modePatch)),
+	newRoute("PUT", "/v1/blueprints/{b}/entities/{id}", true, handleUpdateEntity(modePut)),
 	newRoute("DELETE", "/v1/blueprints/{b}/entities/{id}", true, handleDeleteEntity),
 }
 

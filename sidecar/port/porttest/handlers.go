@@ -284,24 +284,18 @@ func (e *Emulator) writeOne(rc *reqCtx, in map[string]any, o writeOpts) (int, an
 	return status, ok("entity", r.toJSON(rc.params[0]))
 }
 
-func handlePatchEntity(e *Emulator, rc *reqCtx) (int, any) {
-	in, ae := decodeObject(rc.body, 422, "invalid_request")
-	if ae != nil {
-		return 0, ae
+// handleUpdateEntity serves PATCH (mode modePatch) and PUT (modePut) of
+// /v1/blueprints/{b}/entities/{id}.
+func handleUpdateEntity(mode writeMode) func(e *Emulator, rc *reqCtx) (int, any) {
+	return func(e *Emulator, rc *reqCtx) (int, any) {
+		in, ae := decodeObject(rc.body, 422, "invalid_request")
+		if ae != nil {
+			return 0, ae
+		}
+		o := rc.writeOpts(mode)
+		o.pathID = rc.params[1]
+		return e.writeOne(rc, in, o)
 	}
-	o := rc.writeOpts(modePatch)
-	o.pathID = rc.params[1]
-	return e.writeOne(rc, in, o)
-}
-
-func handlePutEntity(e *Emulator, rc *reqCtx) (int, any) {
-	in, ae := decodeObject(rc.body, 422, "invalid_request")
-	if ae != nil {
-		return 0, ae
-	}
-	o := rc.writeOpts(modePut)
-	o.pathID = rc.params[1]
-	return e.writeOne(rc, in, o)
 }
 
 func handleBulkUpsert(e *Emulator, rc *reqCtx) (int, any) {
