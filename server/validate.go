@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
-	"github.com/portbridge/portbridge/sidecar/catalog"
 )
 
 const (
@@ -85,7 +84,7 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 		vs.add(p, "required")
 		return
 	}
-	var ref catalog.Ref
+	var ref entityRef
 	refOK := false
 	switch {
 	case c.EntityRef == "":
@@ -93,7 +92,7 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 	case len(c.EntityRef) > maxRefLen:
 		vs.add(p+".entity_ref", "longer than %d bytes", maxRefLen)
 	default:
-		r, err := catalog.ParseCanonicalRef(c.EntityRef)
+		r, err := parseEntityRef(c.EntityRef)
 		if err != nil {
 			vs.add(p+".entity_ref", "%v", err)
 			break
@@ -128,13 +127,13 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 		if !ok || !refOK {
 			return
 		}
-		if !strings.EqualFold(kind, ref.Kind) {
+		if !strings.EqualFold(kind, ref.kind) {
 			vs.add(p+".upserted.entity.kind", "%q does not match entity_ref %q", kind, ref.String())
 		}
-		if !strings.EqualFold(ns, ref.Namespace) {
+		if !strings.EqualFold(ns, ref.namespace) {
 			vs.add(p+".upserted.entity.metadata.namespace", "%q does not match entity_ref %q", ns, ref.String())
 		}
-		if !strings.EqualFold(name, ref.Name) {
+		if !strings.EqualFold(name, ref.name) {
 			vs.add(p+".upserted.entity.metadata.name", "%q does not match entity_ref %q", name, ref.String())
 		}
 		if c.Uid != "" && uid != "" && c.Uid != uid {
@@ -164,7 +163,7 @@ func validateEntity(vs *violations, p string, entity *structpb.Struct) (kind, na
 		return "", "", "", "", false
 	}
 	name = requiredString(vs, p+".metadata.name", meta.GetFields()["name"])
-	namespace = catalog.DefaultNamespace
+	namespace = defaultNamespace
 	if v, present := meta.GetFields()["namespace"]; present {
 		namespace = requiredString(vs, p+".metadata.namespace", v)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"text/tabwriter"
 
@@ -69,7 +68,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 	defer sc.close()
 	srv, err := server.New(server.Config{Token: cfg.Server.Token, AllowNoAuth: cfg.Server.AllowNoAuth, MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Version: version.Version, Logger: log, Registry: sc.registry}, sc.engine)
+		Version: version.Version, Logger: log, Registry: sc.registry}, backend{sc.engine})
 	if err != nil {
 		return err
 	}
@@ -100,57 +99,5 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		return engineErr
 	}
 	log.Info("portbridge stopped")
-	return nil
-}
-
-func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := configFlags(fs, stdout, "sync --once")
-	once := fs.Bool("once", false, "run one full resync and exit (non-zero on failure); required")
-	dryRun := fs.Bool("dry-run", false, "with --once: print the plan and write nothing to Port or the state file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if !*once {
-		return fmt.Errorf("only one-shot mode exists: pass --once (the daemon is `portbridge serve`)")
-	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		return err
-	}
-	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
-	if *dryRun {
-		// A dry run must not create blueprints either.
-		cfg.Mapping.InitializePortResources = false
-	}
-	sc, err := build(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer sc.close()
-	rep, err := sc.engine.RunOnce(ctx, *dryRun)
-	if rep != nil {
-		snap := rep.Snapshot()
-		if *dryRun {
-			if werr := snap.Plan.Write(stdout); werr != nil {
-				return werr
-			}
-		}
-		t := snap.Totals
-		if *dryRun {
-			fmt.Fprintf(stdout, "dry run %s: %s in %s — seen %d, would write %d, unchanged %d, skipped %d; nothing was written\n", snap.ID, snap.State,
-				snap.Finished.Sub(snap.Started).Round(1e6), t.Seen, t.Pushed, t.Unchanged, t.Skipped)
-		} else {
-			fmt.Fprintf(stdout, "resync %s: %s in %s — seen %d, pushed %d, unchanged %d, skipped %d, deleted %d, failed %d\n", snap.ID, snap.State,
-				snap.Finished.Sub(snap.Started).Round(1e6), t.Seen, t.Pushed, t.Unchanged, t.Skipped, t.Deleted, t.Failed)
-		}
-		if snap.DeletionsSkipped != "" {
-			fmt.Fprintf(stdout, "deletions not applied: %s\n", snap.DeletionsSkipped)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("resync failed: %s", strings.TrimSpace(err.Error()))
-	}
 	return nil
 }

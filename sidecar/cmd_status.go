@@ -142,7 +142,12 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 	if st.GetStartedAt() != nil {
 		row("Started", fmt.Sprintf("%s (up %s)", stamp(st.GetStartedAt()), ago(now, st.GetStartedAt())))
 	}
-	row("Last error", orDash(st.GetLastError()))
+	lastErr := orDash(st.GetLastError())
+	if st.GetLastErrorAt() != nil {
+		lastErr = fmt.Sprintf("%s (%s ago) %s", stamp(st.GetLastErrorAt()), ago(now, st.GetLastErrorAt()), st.GetLastError())
+	}
+	row("Last error", lastErr)
+	row("Policy", orDash(st.GetPolicy()))
 	row("")
 
 	q := st.GetQueue()
@@ -154,6 +159,28 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 	row("", "oldest change", oldest)
 	row("", "retrying", fmt.Sprint(q.GetRetrying()))
 	row("", "pending deletions", fmt.Sprint(q.GetPendingDeletions()))
+	row("", "quarantined", fmt.Sprint(q.GetQuarantined()))
+	for _, qc := range q.GetRecentQuarantined() {
+		row("", "", fmt.Sprintf("#%d %s: %s", qc.GetSeq(), stamp(qc.GetAt()), qc.GetReason()))
+	}
+	row("Parked entities", fmt.Sprint(st.GetParked().GetCount()))
+	for _, p := range st.GetParked().GetRecent() {
+		row("", p.GetEntityRef(), p.GetBlueprint()+"/"+p.GetIdentifier(), failureText(int(p.GetPortStatus()), "", p.GetMessage()))
+	}
+	if g := st.GetDeletionGuard(); g != nil {
+		refused := "none"
+		if len(g.GetRefused()) > 0 {
+			var parts []string
+			for _, path := range slices.Sorted(maps.Keys(g.GetRefused())) {
+				parts = append(parts, fmt.Sprintf("%s %d", path, g.GetRefused()[path]))
+			}
+			refused = strings.Join(parts, ", ")
+		}
+		row("Deletion guard", fmt.Sprintf("threshold %.0f%%", g.GetThreshold()*100), "change-path window "+dur(g.GetWindow()), "refused since start: "+refused)
+		if r := g.GetLastRefusal(); r != nil {
+			row("", "last refusal", fmt.Sprintf("%s (%s, %s): %s", stamp(r.GetAt()), r.GetPath(), r.GetReason(), r.GetMessage()))
+		}
+	}
 	row("")
 
 	for _, peer := range []struct {
@@ -199,6 +226,28 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
+	if fs := st.GetRecentFailures(); len(fs) > 0 {
+		fmt.Fprintf(w, "\nRecent failures (newest first, %d shown):\n", min(len(fs), 10))
+		ft := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(ft, "  WHEN\tPATH\tENTITY\tPORT ENTITY\tKIND\tPORT SAYS")
+		for _, f := range fs[:min(len(fs), 10)] {
+			kind := "retrying"
+			if f.GetPermanent() {
+				kind = "parked"
+			}
+			fmt.Fprintf(ft, "  %s\t%s\t%s\t%s/%s\t%s\t%s\n", stamp(f.GetAt()), f.GetPath(), f.GetEntityRef(), f.GetBlueprint(), f.GetIdentifier(), kind,
+				failureText(int(f.GetPortStatus()), f.GetPortCode(), f.GetMessage()))
+		}
+		if err := ft.Flush(); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
+	}
+	if cs := st.GetRecentConflicts(); len(cs) > 0 {
+		fmt.Fprintf(w, "\nConflicts (several Backstage entities map to one Port entity; the first in order wins):\n")
+		for _, c := range cs[:min(len(cs), 10)] {
+			fmt.Fprintf(w, "  %s/%s: %s (winner %s)\n", c.GetBlueprint(), c.GetIdentifier(), strings.Join(c.GetEntityRefs(), ", "), c.GetWinner())
+		}
+	}
 
 	for _, pass := range []struct {
 		title string
@@ -233,6 +282,16 @@ func printPass(w io.Writer, title string, r *portbridgev1.ResyncStatus, now time
 	}
 	if r.GetDeletionsSkippedReason() != "" {
 		fmt.Fprintf(w, "  deletions skipped: %s\n", r.GetDeletionsSkippedReason())
+	}
+	if r.GetRefusedDeletions() > 0 {
+		fmt.Fprintf(w, "  deletions refused by the guard: %d (%s)\n", r.GetRefusedDeletions(), r.GetRefusalReason())
+	}
+	if r.GetConflicts() > 0 {
+		fmt.Fprintf(w, "  conflicts: %d\n", r.GetConflicts())
+	}
+	if r.GetState() == "running" && r.GetTotalItems() > 0 {
+		pct := float64(r.GetTotals().GetSeen()) * 100 / float64(r.GetTotalItems())
+		fmt.Fprintf(w, "  progress: %d of %d (%.1f%%)\n", r.GetTotals().GetSeen(), r.GetTotalItems(), min(pct, 100))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "  kind\tseen\tpushed\tunchanged\tskipped\tdeleted\tfailed\t")

@@ -51,11 +51,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, args[1:], stdout, stderr)
+			var xe *exitError
 			switch {
 			case err == nil:
 				return 0
 			case errors.Is(err, flag.ErrHelp):
 				return 0
+			case errors.As(err, &xe):
+				fmt.Fprintf(stderr, "portbridge %s: %v\n", c.name, err)
+				return xe.code
 			default:
 				fmt.Fprintf(stderr, "portbridge %s: %v\n", c.name, err)
 				return 1

@@ -78,14 +78,15 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 	// Blueprint setup needs Port; it runs when the engine starts, retried
 	// until Port answers, so a Port outage never stops the sidecar from
 	// accepting (and durably queueing) changes.
-	prepare := func(ctx context.Context) (engine.Mapper, error) {
-		bps, err := setupBlueprints(ctx, log, pc, blueprints, cfg.Mapping.InitializePortResources)
+	prepare := func(ctx context.Context, dryRun bool) (engine.Mapper, []string, error) {
+		bps, toCreate, err := setupBlueprints(ctx, log, pc, blueprints, cfg.Mapping.InitializePortResources, dryRun)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		o := mopts
 		o.Blueprints = bps
-		return mapping.New(mcfg, o)
+		m, err := mapping.New(mcfg, o)
+		return m, toCreate, err
 	}
 	eng, err := engine.New(engine.Options{
 		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare,
@@ -97,7 +98,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 			return mapping.New(c, mopts)
 		},
 		ManagedBlueprints:            mcfg.ManagedBlueprints(),
-		Policy:                       engine.Policy(cfg.Sync.Policy),
+		Policy:                       cfg.Sync.Policy,
 		CreateMissingRelatedEntities: mcfg.CreateMissingRelatedEntities,
 		MergeEntities:                mcfg.EnableMergeEntity,
 		DeleteDependents:             mcfg.DeleteDependentEntities,
@@ -151,33 +152,38 @@ func loadMapping(cfg *config.Config) (*mapping.Config, []port.Blueprint, error) 
 
 // setupBlueprints creates missing blueprints (when create is set) and
 // returns the blueprints as Port has them (a user may have changed
-// relations), with ours for any Port does not have.
-func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps []port.Blueprint, create bool) ([]port.Blueprint, error) {
+// relations), with ours for any Port does not have. With dryRun it creates
+// nothing and returns the blueprints it would create.
+func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps []port.Blueprint, create, dryRun bool) ([]port.Blueprint, []string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if create {
+	if create && !dryRun {
 		created, err := mapping.EnsureBlueprints(ctx, pc, bps)
 		if err != nil {
-			return nil, fmt.Errorf("blueprint setup: %w", err)
+			return nil, nil, fmt.Errorf("blueprint setup: %w", err)
 		}
 		if len(created) > 0 {
 			log.Info("created missing blueprints in Port", "blueprints", created)
 		}
 	}
 	out := make([]port.Blueprint, 0, len(bps))
+	var toCreate []string
 	for _, b := range bps {
 		got, err := pc.GetBlueprint(ctx, b.Identifier)
 		switch {
 		case err == nil:
 			out = append(out, *got)
+		case port.IsNotFound(err) && create && dryRun:
+			toCreate = append(toCreate, b.Identifier)
+			out = append(out, b)
 		case port.IsNotFound(err):
-			log.Warn("blueprint missing in Port; entities of it will fail until it exists", "blueprint", b.Identifier)
+			log.Warn("blueprint missing in Port and mapping.initializePortResources is off; entities of it fail until it exists", "blueprint", b.Identifier)
 			out = append(out, b)
 		default:
-			return nil, fmt.Errorf("read blueprint %s: %w", b.Identifier, err)
+			return nil, nil, fmt.Errorf("read blueprint %s: %w", b.Identifier, err)
 		}
 	}
-	return out, nil
+	return out, toCreate, nil
 }
 
 // instanceID returns this installation's id, made once and kept in the

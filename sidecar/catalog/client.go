@@ -152,6 +152,21 @@ type Query struct {
 	Filters    []string // Backstage filter strings (`kind=component,spec.type=service`), OR across elements
 	Fields     []string // projection, e.g. "kind", "metadata.name"; empty means whole entities
 	OrderField string   // e.g. "metadata.name,asc"; empty means Backstage's default (by uid)
+	// Stats, when set, is filled in as the scan goes: what a caller needs
+	// to prove a scan complete.
+	Stats *ScanStats
+}
+
+// ScanStats describes a scan so far.
+type ScanStats struct {
+	Pages int // pages read
+	Items int // entities yielded
+	// TotalItems is the catalog's totalItems from the last page read; -1
+	// before the first page.
+	TotalItems int
+	// Ended is set when a page came without a next cursor (the catalog
+	// said the scan is over), whether or not Items reached TotalItems.
+	Ended bool
 }
 
 type queryPage struct {
@@ -180,6 +195,11 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 			params.Set("fields", strings.Join(q.Fields, ","))
 		}
 		wholeEntities := len(q.Fields) == 0
+		st := q.Stats
+		if st == nil {
+			st = &ScanStats{}
+		}
+		*st = ScanStats{TotalItems: -1}
 		for page := 0; ; page++ {
 			u := c.base + "/entities/by-query?" + params.Encode()
 			var p queryPage
@@ -192,6 +212,8 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 				return
 			}
 			items := *p.Items
+			st.Pages++
+			st.TotalItems = *p.TotalItems
 			for i, e := range items {
 				if e == nil {
 					yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d is null", page, i)})
@@ -204,11 +226,13 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 					}
 				}
 				items[i] = nil // let the consumer's copy be the only reference
+				st.Items++
 				if !yield(e, nil) {
 					return
 				}
 			}
 			if p.PageInfo.NextCursor == "" {
+				st.Ended = true
 				return
 			}
 			if len(items) == 0 {

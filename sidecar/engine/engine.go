@@ -1,14 +1,13 @@
-// Package engine is the sync loop: it applies queued change notifications
-// (the change path), runs full resyncs that repair and clean up (the resync
-// path), plans creates, updates and deletes against the state file under a
-// policy, applies them to Port in bulk, and repairs drift found in Port
-// (the verify pass).
+// Package engine runs the sync loops that feed the plan and the registry:
+// the change path (queued notifications, applied per entity), the resync
+// pass (the whole catalog, then safe deletions), the verify pass (drift
+// repair against what Port holds) and the scheduler that runs the passes.
 //
-// The shape follows external-dns: the catalog is the source of desired
-// state, the mapping turns it into Port entities, the plan compares them with
-// what the state file says we pushed, the policy limits what may happen, and
-// the state file is the registry that records ownership, so nothing we did
-// not create is ever deleted.
+// Every write and every delete on every path is a plan.Changes value that
+// went through one policy filter and one guard before the registry applied
+// it (external-dns: source → plan → policy → registry → provider). The
+// engine knows nothing of the API's wire types: sidecar/ adapts it to the
+// server.
 package engine
 
 import (
@@ -17,7 +16,6 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +24,9 @@ import (
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/plan"
 	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/registry"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
@@ -39,10 +39,32 @@ type Catalog interface {
 
 // Port is what the engine writes to and reads from Port.
 type Port interface {
-	BulkUpsert(ctx context.Context, blueprint string, entities []port.Entity, opts port.UpsertOptions) ([]port.BulkResult, error)
-	BulkDelete(ctx context.Context, blueprint string, ids []string, deleteDependents bool) ([]string, error)
+	registry.Provider
 	SearchEntities(ctx context.Context, blueprint string, q port.SearchRequest) iter.Seq2[port.Entity, error]
 	RateLimit() port.RateLimitState
+}
+
+// Store is the state file: the durable queue, ownership, parking and
+// quarantine.
+type Store interface {
+	registry.Store
+	Enqueue(ctx context.Context, changes []state.Change, fullSnapshot bool) ([]state.QueueRef, uint64, error)
+	QueueGet(seq uint64) (state.QueuedChange, bool, error)
+	QueueScan(fn func(state.QueuedChange) error, bad func(uint64, error)) error
+	QueueAck(seqs ...uint64) error
+	QueueDepth() uint64
+	QueueOldest() (time.Time, bool)
+	Quarantine(seq uint64, reason string) error
+	QuarantineCount() (int, error)
+	QuarantineList(limit int) ([]state.Quarantined, error)
+	OwnedCounts() (map[string]uint64, error)
+	ForEachRef(fn func(string, state.RefRecord) error) error
+	ParkedCount() (int, error)
+	ParkedRefs(limit int) (map[string]state.Parked, error)
+	SnapshotPending() (time.Time, bool, error)
+	SnapshotDone(started time.Time) error
+	CheckFile() error
+	Path() string
 }
 
 // Mapper turns a Backstage entity into Port entities.
@@ -51,19 +73,9 @@ type Mapper interface {
 	Fingerprint() string
 }
 
-// Policy limits what a sync may do, as external-dns's policies do.
-type Policy string
-
-// The policies.
-const (
-	PolicySync       Policy = "sync"        // create, update and delete
-	PolicyUpsertOnly Policy = "upsert-only" // create and update, never delete
-	PolicyCreateOnly Policy = "create-only" // create only
-)
-
 // Options configure an Engine.
 type Options struct {
-	Store   *state.Store
+	Store   Store
 	Catalog Catalog
 	Port    Port
 	Mapper  Mapper
@@ -71,8 +83,9 @@ type Options struct {
 	// applied (Port blueprint setup): it is retried with backoff until it
 	// succeeds, while the queue keeps accepting changes. A non-nil Mapper
 	// it returns replaces Mapper (built from the blueprints as Port has
-	// them).
-	Prepare func(ctx context.Context) (Mapper, error)
+	// them). dryRun asks it to change nothing in Port and to report what it
+	// would create.
+	Prepare func(ctx context.Context, dryRun bool) (Mapper, []string, error)
 	// CompileMapping builds a Mapper from a port-app-config document, for
 	// PreviewMapping with a mapping given in the request. Optional.
 	CompileMapping func(yaml []byte) (Mapper, error)
@@ -80,13 +93,19 @@ type Options struct {
 	// verify pass.
 	ManagedBlueprints []string
 
-	Policy                       Policy
+	// Policy is sync (default), upsert-only or create-only.
+	Policy                       string
 	CreateMissingRelatedEntities bool
 	MergeEntities                bool
 	DeleteDependents             bool
-	// DeletionThreshold is the largest share of owned entities one resync
-	// may delete (Port's entityDeletionThreshold); above it none are.
+	// DeletionThreshold is the largest share of owned entities one plan may
+	// delete (Port's entityDeletionThreshold): 0 forbids every deletion, 1
+	// allows any share. Use plan.DefaultDeletionThreshold for Port's
+	// default.
 	DeletionThreshold float64
+	// DeletionWindow is the window over which change-path deletions are
+	// counted against the threshold (default 10 min).
+	DeletionWindow time.Duration
 
 	Workers           int
 	FlushInterval     time.Duration
@@ -101,11 +120,17 @@ type Options struct {
 	// retryable reason is tried again before it counts as failed (a
 	// resync waits that long for a Port outage to end). Default 5 min.
 	PushRetryWindow time.Duration
+	// FileCheckInterval is how often the state file is checked for being
+	// deleted or replaced underneath (default 2 s).
+	FileCheckInterval time.Duration
+	// ShutdownTimeout bounds how long Run waits for in-flight work after
+	// its context ends (default 10 s).
+	ShutdownTimeout time.Duration
 
 	Version  string
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
-	// CatalogURL and PortURL are reported in status.
+	// CatalogURL and PortURL are reported in status (redacted).
 	CatalogURL, PortURL string
 }
 
@@ -114,31 +139,26 @@ type Engine struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
-	pusher  *pusher
+	reg     *registry.Registry
+	policy  plan.Policy
+	guard   *deletionGuard
 	locks   *refLocks
+	queue   *dispatcher
+	passes  *runner
+	events  *events
 	started time.Time
 
-	wake     chan struct{} // nudges the dispatcher
 	prepared chan struct{} // closed once Prepare succeeded
-	mapper   atomic.Pointer[mapperBox]
+	loaded   atomic.Bool   // the queue was loaded from the state file
+	// receivedN counts stored notifications (a resync's tolerance for
+	// catalog changes during its scan).
+	receivedN atomic.Uint64
+	fileErr   atomic.Pointer[error]
+	mapper    atomic.Pointer[mapperBox]
 
 	mu          sync.Mutex
-	pending     map[string]*pendingRef // guarded by mu
-	ready       []*pendingRef          // due now, FIFO; guarded by mu
-	delayed     map[string]*pendingRef // due later; guarded by mu
-	delayScanAt time.Time              // earliest due in delayed; guarded by mu
-	inflight    int                    // refs being applied; guarded by mu
-	resyncReq   chan resyncRequest
-	verifyAfter bool          // guarded by mu
-	queued      *ResyncReport // requested, not started; guarded by mu
-	current     *ResyncReport // guarded by mu
-	last        *ResyncReport // guarded by mu
-	lastVerify  *ResyncReport // guarded by mu
-	lastErr     string        // guarded by mu
-	catalogPeer peer          // guarded by mu
-	portPeer    peer          // guarded by mu
-	retrying    int           // guarded by mu
-	deletions   int           // guarded by mu
+	catalogPeer peer // guarded by mu
+	portPeer    peer // guarded by mu
 }
 
 type peer struct {
@@ -147,6 +167,8 @@ type peer struct {
 	lastSuccess time.Time
 	lastErr     string
 }
+
+type mapperBox struct{ Mapper }
 
 // New checks opts and builds an Engine.
 func New(opts Options) (*Engine, error) {
@@ -160,21 +182,18 @@ func New(opts Options) (*Engine, error) {
 	case opts.Mapper == nil:
 		return nil, errors.New("engine: no mapper")
 	}
-	switch opts.Policy {
-	case "":
-		opts.Policy = PolicySync
-	case PolicySync, PolicyUpsertOnly, PolicyCreateOnly:
-	default:
-		return nil, fmt.Errorf("engine: unknown policy %q", opts.Policy)
+	policy, err := plan.PolicyFor(opts.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
-	if opts.DeletionThreshold <= 0 || opts.DeletionThreshold > 1 {
-		opts.DeletionThreshold = 0.9
+	if opts.DeletionThreshold < 0 || opts.DeletionThreshold > 1 {
+		return nil, fmt.Errorf("engine: deletion threshold %v is outside 0..1", opts.DeletionThreshold)
+	}
+	if opts.DeletionWindow <= 0 {
+		opts.DeletionWindow = 10 * time.Minute
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 5 * time.Millisecond
 	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = 500
@@ -188,65 +207,83 @@ func New(opts Options) (*Engine, error) {
 	if opts.PushRetryWindow <= 0 {
 		opts.PushRetryWindow = 5 * time.Minute
 	}
+	if opts.FileCheckInterval <= 0 {
+		opts.FileCheckInterval = 2 * time.Second
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 10 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(opts.Registry)
+	promReg := opts.Registry
+	if promReg == nil {
+		promReg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(promReg)
 	if err != nil {
 		return nil, fmt.Errorf("engine: register metrics: %w", err)
 	}
-	e := &Engine{
-		opts:      opts,
-		log:       opts.Logger,
-		metrics:   m,
-		locks:     newRefLocks(),
-		started:   time.Now(),
-		wake:      make(chan struct{}, 1),
-		pending:   map[string]*pendingRef{},
-		delayed:   map[string]*pendingRef{},
-		resyncReq: make(chan resyncRequest, 1),
-		prepared:  make(chan struct{}),
+	e := &Engine{opts: opts, log: opts.Logger, metrics: m, policy: policy, locks: newRefLocks(), started: time.Now(), prepared: make(chan struct{}),
+		events: newEvents()}
+	e.reg, err = registry.New(registry.Options{Store: opts.Store, Provider: opts.Port,
+		Upsert:           port.UpsertOptions{Merge: opts.MergeEntities, CreateMissingRelatedEntities: opts.CreateMissingRelatedEntities},
+		DeleteDependents: opts.DeleteDependents, FlushInterval: opts.FlushInterval, RetryWindow: opts.PushRetryWindow,
+		Backoff: registry.Backoff(opts.RetryBase, opts.RetryMax), OnPort: func(err error) { e.notePeer(&e.portPeer, err) },
+		Logger: opts.Logger, Registry: promReg})
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
 	}
+	e.guard = newDeletionGuard(plan.Guard{Threshold: opts.DeletionThreshold}, opts.DeletionWindow)
+	e.queue = newDispatcher(e)
+	e.passes = newRunner(e)
 	e.mapper.Store(&mapperBox{opts.Mapper})
-	e.pusher = newPusher(opts.Port, port.UpsertOptions{Merge: opts.MergeEntities, CreateMissingRelatedEntities: opts.CreateMissingRelatedEntities}, opts.FlushInterval, e)
 	m.queueDepth.Set(float64(opts.Store.QueueDepth()))
 	return e, nil
 }
 
 // Run loads the queue left by an earlier process, then applies changes and
 // runs resyncs and verify passes until ctx ends. On return, in-flight work
-// has been drained or abandoned to the durable queue.
+// has been drained or left to the durable queue, within ShutdownTimeout. It
+// returns an error when the state file was deleted or replaced underneath.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.loadQueue(); err != nil {
+	if err := e.queue.load(); err != nil {
 		return err
 	}
+	e.loaded.Store(true)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { e.prepare(ctx) })
-	pctx, cancelPusher := context.WithCancel(context.WithoutCancel(ctx))
-	wg.Go(func() { e.pusher.run(pctx) })
-	wg.Go(func() { e.dispatch(ctx) })
-	wg.Go(func() { e.scheduleResyncs(ctx) })
+	// The registry outlives ctx a little: in-flight writes finish.
+	rctx, cancelRegistry := context.WithCancel(context.WithoutCancel(ctx))
+	regDone := make(chan struct{})
+	go func() { e.reg.Run(rctx); close(regDone) }()
+	wg.Go(func() { e.queue.run(ctx) })
+	wg.Go(func() { e.passes.run(ctx) })
 	wg.Go(func() { e.samplePeers(ctx) })
+	wg.Go(func() { e.watchFile(ctx, cancel) })
 	<-ctx.Done()
-	// Let in-flight pushes finish (bounded), then stop the pusher.
-	drain := time.NewTimer(10 * time.Second)
-	defer drain.Stop()
-	for e.inflightCount() > 0 {
-		select {
-		case <-drain.C:
-			e.log.Warn("shutdown: abandoning in-flight changes to the durable queue", "refs", e.inflightCount())
-			cancelPusher()
-			wg.Wait()
-			return nil
-		case <-time.After(20 * time.Millisecond):
-		}
+
+	deadline := time.NewTimer(e.opts.ShutdownTimeout)
+	defer deadline.Stop()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); e.queue.drain(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-deadline.C:
+		e.log.Warn("shutdown: leaving in-flight changes to the durable queue", "refs", e.queue.inflightCount())
 	}
-	cancelPusher()
-	wg.Wait()
+	cancelRegistry()
+	select {
+	case <-regDone:
+	case <-time.After(time.Second):
+	}
+	if p := e.fileErr.Load(); p != nil {
+		return *p
+	}
 	return nil
 }
-
-type mapperBox struct{ Mapper }
 
 // mapperNow returns the mapper in use.
 func (e *Engine) mapperNow() Mapper { return e.mapper.Load().Mapper }
@@ -259,14 +296,14 @@ func (e *Engine) prepare(ctx context.Context) {
 		return
 	}
 	for attempt := 1; ; attempt++ {
-		m, err := e.opts.Prepare(ctx)
+		m, _, err := e.opts.Prepare(ctx, false)
 		if err == nil {
 			if m != nil {
 				e.mapper.Store(&mapperBox{m})
 			}
 			return
 		}
-		e.setErr(err)
+		e.events.setErr(err)
 		e.notePeer(&e.portPeer, err)
 		wait := e.backoff(attempt)
 		e.log.Error("setup failed; changes are queued and applied once it succeeds", "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "error", err)
@@ -288,19 +325,26 @@ func (e *Engine) waitPrepared(ctx context.Context) bool {
 	}
 }
 
-func (e *Engine) inflightCount() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.inflight
-}
-
-func (e *Engine) setErr(err error) {
-	if err == nil {
-		return
+// watchFile stops the engine (and acknowledgements) when the state file is
+// deleted or replaced: every later write would go to a file nobody reads.
+func (e *Engine) watchFile(ctx context.Context, stop context.CancelFunc) {
+	t := time.NewTicker(e.opts.FileCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := e.opts.Store.CheckFile(); err != nil {
+			err = fmt.Errorf("stopping: %w; changes are no longer acknowledged (restart the sidecar: it starts a new state file and the next resync rebuilds it)", err)
+			e.fileErr.Store(&err)
+			e.events.setErr(err)
+			e.log.Error("state file lost", "error", err)
+			stop()
+			return
+		}
 	}
-	e.mu.Lock()
-	e.lastErr = err.Error()
-	e.mu.Unlock()
 }
 
 func (e *Engine) notePeer(p *peer, err error) {
@@ -334,28 +378,33 @@ func (e *Engine) samplePeers(ctx context.Context) {
 	}
 }
 
-// Ready reports whether the engine can do its job: the state file is open
-// and the loop runs. Peers being down does not make it unready (the queue
-// still accepts changes).
+// ErrNotReady is wrapped by Ready and Publish when the engine cannot accept
+// changes.
+var ErrNotReady = errors.New("not ready")
+
+// Ready reports whether the engine can do its job: the queue is loaded and
+// the state file is the one it opened. Peers being down does not make it
+// unready (the queue still accepts changes).
 func (e *Engine) Ready(context.Context) error {
-	if _, err := e.opts.Store.Size(); err != nil {
-		return fmt.Errorf("state file: %w", err)
+	if p := e.fileErr.Load(); p != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, *p)
+	}
+	if !e.loaded.Load() {
+		return fmt.Errorf("%w: loading the queue from %s", ErrNotReady, e.opts.Store.Path())
+	}
+	if err := e.opts.Store.CheckFile(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	return nil
 }
 
 // backoff returns the wait before attempt n (1-based) of a failed change.
 func (e *Engine) backoff(n int) time.Duration {
-	d := e.opts.RetryBase << min(n-1, 20)
-	if d > e.opts.RetryMax || d <= 0 {
-		d = e.opts.RetryMax
-	}
-	// Full jitter on the upper half keeps retries spread out.
-	return d/2 + rand.N(d/2+1)
+	return registry.Backoff(e.opts.RetryBase, e.opts.RetryMax)(n)
 }
 
 // refLocks serialises work on one Backstage ref between the change path and
-// resyncs, so an older observation is never written after a newer one.
+// the passes, so an older observation is never written after a newer one.
 type refLocks struct {
 	mu   sync.Mutex
 	held map[string]chan struct{}

@@ -2,359 +2,154 @@ package engine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/plan"
 	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/registry"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
-// Counts counts what a pass did.
-type Counts struct {
-	Seen, Pushed, Unchanged, Skipped, Deleted, Failed uint64
-}
+// maxResyncInflight bounds the writes a resync has handed to the registry
+// and not yet seen confirmed. It must exceed 19 × the number of blueprints
+// (the partial lazy batches), or the scan could wait for itself.
+const maxResyncInflight = 1000
 
-func (c *Counts) add(o Counts) {
-	c.Seen += o.Seen
-	c.Pushed += o.Pushed
-	c.Unchanged += o.Unchanged
-	c.Skipped += o.Skipped
-	c.Deleted += o.Deleted
-	c.Failed += o.Failed
-}
-
-// ResyncReport describes one resync or verify pass. Read it through
-// Snapshot while the pass runs.
-type ResyncReport struct {
-	ID, Trigger string
-	Verify      bool
-	DryRun      bool
-	Started     time.Time
-	Finished    time.Time
-	State       string // running, succeeded, failed
-	Err         string
-	Totals      Counts
-	PerKind     map[string]*Counts
-	// DeletionsSkipped says why planned deletions were not applied.
-	DeletionsSkipped string
-	// Plan lists what the pass would do (dry run) or did.
-	Plan Plan
+// scan is the state of one resync.
+type scan struct {
+	rep     *Report
+	started time.Time
+	seen    seenSet
+	slots   chan struct{}
+	refsWG  sync.WaitGroup
 
 	mu sync.Mutex
+	// keep holds refs whose owned entities must stay whatever the scan
+	// saw: a queued notification or a newer write owns them now, their
+	// mapping failed, or Port did not take their new content.
+	keep map[string]struct{}
+	// transient counts refs whose writes failed for a passing reason:
+	// Port is not healthy, so the resync deletes nothing.
+	transient int
+	// deferred holds the writes of the whole scan when they go in
+	// dependency order (createMissingRelatedEntities off).
+	deferred *plan.Changes
+	// locked are the refs the scan holds (dependency order).
+	locked []string
 }
 
-func newReport(trigger string, verify, dryRun bool) *ResyncReport {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	prefix := "resync-"
-	if verify {
-		prefix = "verify-"
-	}
-	return &ResyncReport{ID: prefix + time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b), Trigger: trigger, Verify: verify, DryRun: dryRun,
-		State: "pending", PerKind: map[string]*Counts{}}
+func (sc *scan) keepRef(ref string) {
+	sc.mu.Lock()
+	sc.keep[ref] = struct{}{}
+	sc.mu.Unlock()
 }
 
-func (r *ResyncReport) count(kind string, c Counts) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.Totals.add(c)
-	k := r.PerKind[kind]
-	if k == nil {
-		k = &Counts{}
-		r.PerKind[kind] = k
+// resync reads the whole catalog page by page, maps it, plans each page
+// against the registry and applies it (lazily: partial batches fill across
+// pages), then — only after a scan proven complete — plans and applies the
+// deletions, through the policy and the guard.
+func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) error {
+	sc := &scan{rep: rep, started: rep.Started, slots: make(chan struct{}, maxResyncInflight), keep: map[string]struct{}{}}
+	if !e.opts.CreateMissingRelatedEntities {
+		sc.deferred = &plan.Changes{}
 	}
-	k.add(c)
-}
-
-func (r *ResyncReport) plan(action Action, item PlanItem) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	item.Action = action
-	r.Plan.Items = append(r.Plan.Items, item)
-}
-
-// Snapshot returns a copy safe to read while the pass runs.
-func (r *ResyncReport) Snapshot() *ResyncReport {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c := &ResyncReport{ID: r.ID, Trigger: r.Trigger, Verify: r.Verify, DryRun: r.DryRun, Started: r.Started, Finished: r.Finished, State: r.State, Err: r.Err,
-		Totals: r.Totals, PerKind: map[string]*Counts{}, DeletionsSkipped: r.DeletionsSkipped, Plan: Plan{Items: slices.Clone(r.Plan.Items)}}
-	for k, v := range r.PerKind {
-		vv := *v
-		c.PerKind[k] = &vv
-	}
-	return c
-}
-
-type resyncRequest struct {
-	report *ResyncReport
-}
-
-// TriggerResync starts a resync (and a verify pass after it when verify is
-// set), or reports the one that is running or already requested.
-func (e *Engine) TriggerResync(_ context.Context, reason string, verify bool) (string, bool, error) {
-	if reason == "" {
-		reason = "rpc"
-	}
-	id, already := e.requestResync(reason, verify)
-	return id, already, nil
-}
-
-func (e *Engine) requestResync(trigger string, verify bool) (string, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.current != nil && !e.current.Verify {
-		return e.current.ID, true
-	}
-	if verify {
-		e.verifyAfter = true
-	}
-	if e.queued != nil {
-		// One is already waiting to start: it covers this request.
-		return e.queued.ID, true
-	}
-	rep := newReport(trigger, false, false)
-	select {
-	case e.resyncReq <- resyncRequest{report: rep}:
-		e.queued = rep
-	default:
-		return "", true
-	}
-	return rep.ID, false
-}
-
-// scheduleResyncs runs resyncs and verify passes one at a time: at start,
-// on the intervals, and on request.
-func (e *Engine) scheduleResyncs(ctx context.Context) {
-	if !e.waitPrepared(ctx) {
-		return
-	}
-	if e.opts.ResyncOnStart {
-		e.requestResync("start", false)
-	}
-	resyncTick := newTicker(e.opts.ResyncInterval)
-	verifyTick := newTicker(e.opts.VerifyInterval)
-	defer resyncTick.stop()
-	defer verifyTick.stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case req := <-e.resyncReq:
-			if req.report.Trigger == "snapshot" {
-				// A publisher's full snapshot is in the queue: apply it
-				// first, so the resync compares against it instead of
-				// skipping every entity that has a queued notification.
-				e.waitQueueDrained(ctx, 5*time.Minute)
-			}
-			_, _ = e.runResync(ctx, req.report)
-			e.mu.Lock()
-			verify := e.verifyAfter
-			e.verifyAfter = false
-			e.mu.Unlock()
-			if verify {
-				_, _ = e.runVerify(ctx, newReport("rpc", true, false))
-			}
-		case <-resyncTick.c():
-			e.requestResync("interval", false)
-		case <-verifyTick.c():
-			_, _ = e.runVerify(ctx, newReport("interval", true, false))
-		}
-	}
-}
-
-type ticker struct{ t *time.Ticker }
-
-func newTicker(d time.Duration) ticker {
-	if d <= 0 {
-		return ticker{}
-	}
-	return ticker{time.NewTicker(d)}
-}
-
-func (t ticker) c() <-chan time.Time {
-	if t.t == nil {
-		return nil
-	}
-	return t.t.C
-}
-
-func (t ticker) stop() {
-	if t.t != nil {
-		t.t.Stop()
-	}
-}
-
-// Resync runs one full resync now and returns its report; with dryRun it
-// only plans (no Port writes, no state writes). It is what
-// `portbridge sync --once` calls.
-func (e *Engine) Resync(ctx context.Context, trigger string, dryRun bool) (*ResyncReport, error) {
-	return e.runResync(ctx, newReport(trigger, false, dryRun))
-}
-
-func (e *Engine) runResync(ctx context.Context, rep *ResyncReport) (*ResyncReport, error) {
-	rep.Started = time.Now()
-	rep.State = "running"
-	e.mu.Lock()
-	e.current = rep
-	if e.queued == rep {
-		e.queued = nil
-	}
-	e.mu.Unlock()
-	log := e.log.With("resync", rep.ID, "trigger", rep.Trigger, "dry_run", rep.DryRun)
-	log.Info("resync started")
-
-	err := e.resync(ctx, rep, log)
-
-	rep.mu.Lock()
-	rep.Finished = time.Now()
-	if err != nil {
-		rep.State, rep.Err = "failed", err.Error()
-	} else {
-		rep.State = "succeeded"
-	}
-	rep.mu.Unlock()
-	e.mu.Lock()
-	e.current = nil
-	if !rep.DryRun {
-		e.last = rep
-	}
-	e.mu.Unlock()
-	e.metrics.observeResync(rep)
-	snap := rep.Snapshot()
-	attrs := []any{"seconds", snap.Finished.Sub(snap.Started).Seconds(), "seen", snap.Totals.Seen, "pushed", snap.Totals.Pushed,
-		"unchanged", snap.Totals.Unchanged, "skipped", snap.Totals.Skipped, "deleted", snap.Totals.Deleted, "failed", snap.Totals.Failed}
-	if snap.DeletionsSkipped != "" {
-		log.Warn("resync did not delete", "reason", snap.DeletionsSkipped)
-	}
-	if err != nil {
-		e.setErr(err)
-		log.Error("resync failed", append(attrs, "error", err)...)
-	} else {
-		log.Info("resync finished", attrs...)
-	}
-	return rep, err
-}
-
-// scan is the state of one resync's catalog scan.
-type scan struct {
-	rep     *ResyncReport
-	started time.Time
-	mu      sync.Mutex
-	// seen holds hashes of the outputs produced in this scan, and
-	// seenRefs hashes of the refs mapped in it: 8 bytes an entry instead of
-	// the strings. A collision can only make a key look seen, which keeps
-	// an entity that should have been deleted (until the next resync),
-	// never deletes one that should stay.
-	seen     map[uint64]struct{}
-	keepRefs map[string]struct{} // refs whose earlier outputs must be kept
-	seenRefs map[uint64]struct{}
-	failed   int
-	// deferred holds changed entities by kind when pushes go in dependency
-	// order (createMissingRelatedEntities off).
-	deferred map[string][]pushItem
-	// pushWG tracks the scan's pushes: pages do not wait for them, so
-	// partial batches fill up across pages.
-	pushWG sync.WaitGroup
-	// slots bounds the pushes in flight (backpressure).
-	slots chan struct{}
-	// refs are ref records waiting to be committed (their refs locked).
-	refs map[string]state.RefRecord
-}
-
-func (e *Engine) resync(ctx context.Context, rep *ResyncReport, log interface {
-	Info(string, ...any)
-}) error {
-	sc := &scan{rep: rep, started: rep.Started, seen: map[uint64]struct{}{}, keepRefs: map[string]struct{}{}, seenRefs: map[uint64]struct{}{},
-		deferred: map[string][]pushItem{}, slots: make(chan struct{}, maxResyncInflight), refs: map[string]state.RefRecord{}}
+	var stats catalog.ScanStats
+	receivedBefore := e.received()
 	var scanErr error
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
-	lastLog := time.Now()
-	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{}) {
+	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{Stats: &stats}) {
 		if err != nil {
 			scanErr = err
 			break
 		}
-		page = append(page, ent)
-		if len(page) == cap(page) {
+		if page = append(page, ent); len(page) == cap(page) {
+			rep.mu.Lock()
+			rep.Total = stats.TotalItems
+			rep.mu.Unlock()
 			e.resyncPage(ctx, sc, page)
 			page = page[:0]
-			if time.Since(lastLog) > 5*time.Second {
-				t := rep.Snapshot().Totals
-				log.Info("resync progress", "seen", t.Seen, "pushed", t.Pushed, "unchanged", t.Unchanged, "failed", t.Failed)
-				lastLog = time.Now()
-			}
 		}
 	}
 	e.notePeer(&e.catalogPeer, scanErr)
-	if len(page) > 0 && scanErr == nil {
+	if scanErr == nil && len(page) > 0 {
 		e.resyncPage(ctx, sc, page)
 	}
-	// What the pages found is in lazy batches: send the partial ones, push
-	// what waits for dependency order, and wait for every push of the scan.
-	e.pusher.flushLazy(ctx)
-	if scanErr == nil {
-		e.pushInOrder(ctx, sc)
-	} else {
-		// A failed scan pushes nothing it deferred.
-		for _, items := range sc.deferred {
-			for _, it := range items {
-				it.done(false, fmt.Errorf("not pushed: the catalog scan did not complete"))
-			}
+	rep.mu.Lock()
+	rep.Total = stats.TotalItems
+	rep.mu.Unlock()
+	// What the pages found is in lazy batches: send the partial ones, write
+	// what waits for dependency order, and wait for every ref of the scan.
+	e.reg.Flush(ctx)
+	if sc.deferred != nil {
+		if scanErr == nil && !rep.DryRun {
+			e.pushInOrder(ctx, sc)
+		}
+		for _, r := range sc.locked {
+			e.locks.unlock(r)
 		}
 	}
-	sc.pushWG.Wait()
-	e.flushRefs(sc)
+	sc.refsWG.Wait()
+
+	proof := plan.ScanProof{Seen: stats.Items, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
 	if scanErr != nil {
-		rep.mu.Lock()
-		rep.DeletionsSkipped = "the catalog scan did not complete: " + scanErr.Error()
-		rep.mu.Unlock()
+		rep.skipDeletions("the catalog scan did not complete: " + scanErr.Error())
 		return fmt.Errorf("catalog scan: %w", scanErr)
 	}
 	if err := ctx.Err(); err != nil {
+		rep.skipDeletions("the resync was cancelled")
 		return err
 	}
-	if sc.failed > 0 {
-		rep.mu.Lock()
-		rep.DeletionsSkipped = fmt.Sprintf("%d entities failed in this resync; deletions wait for a resync with no failures", sc.failed)
-		rep.mu.Unlock()
-		return fmt.Errorf("%d entities failed to map or push", sc.failed)
+	complete, why := proof.Complete()
+	if sc.transient > 0 && complete {
+		rep.skipDeletions(fmt.Sprintf("%d entities could not be written (Port did not answer in time); deletions wait for a resync without such failures", sc.transient))
+		return fmt.Errorf("%d entities could not be written; see the recent failures", sc.transient)
 	}
-	return e.planDeletions(ctx, sc)
+	if err := e.resyncDeletions(ctx, sc, proof); err != nil {
+		return err
+	}
+	if !complete {
+		return fmt.Errorf("catalog scan incomplete: %s", why)
+	}
+	if !rep.DryRun {
+		if err := e.opts.Store.SnapshotDone(sc.started); err != nil {
+			log.Warn("cannot clear the snapshot flag", "error", err)
+		}
+	}
+	return nil
 }
 
-type mapped struct {
+// received is how many notifications were stored so far.
+func (e *Engine) received() uint64 {
+	return e.receivedN.Load()
+}
+
+type mappedEnt struct {
 	ref  string
 	kind string
 	res  mapping.Result
+	ok   bool
 }
 
-// resyncPage maps a page on all cores, compares with the state file in one
-// read, and hands what differs to the pusher (lazily: the scan waits for
-// all its pushes at the end).
+// resyncPage maps a page on all cores, plans it against the registry in
+// one read, and hands what differs to the registry.
 func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity) {
 	pageTime := time.Now()
-	out := make([]mapped, len(page))
+	out := make([]mappedEnt, len(page))
 	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), len(page))
 	next := make(chan int, len(page))
 	for i := range page {
 		next <- i
 	}
 	close(next)
-	for range workers {
+	for range min(runtime.GOMAXPROCS(0), len(page)) {
 		wg.Go(func() {
 			for i := range next {
 				out[i] = e.mapForResync(ctx, sc, page[i])
@@ -365,269 +160,182 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 
 	refs := make([]string, 0, len(out))
 	for _, m := range out {
-		if m.ref != "" {
+		if m.ok {
 			refs = append(refs, m.ref)
 		}
 	}
-	prevs, prevFound, err := e.opts.Store.Refs(refs)
+	unlock := func(rs ...string) {
+		if !sc.rep.DryRun {
+			for _, r := range rs {
+				e.locks.unlock(r)
+			}
+		}
+	}
+	recs, err := e.reg.Records(refs)
 	if err != nil {
-		e.abandonPage(sc, refs, err)
+		e.abandon(sc, refs, err)
+		unlock(refs...)
 		return
 	}
-	prevByRef := make(map[string]*state.RefRecord, len(refs))
-	for i, r := range refs {
-		if prevFound[i] {
-			prevByRef[r] = &prevs[i]
-		}
-	}
+	var prs []plan.Ref
 	for _, m := range out {
-		if m.ref == "" {
+		if !m.ok {
 			continue
 		}
-		e.resyncRef(ctx, sc, m, prevByRef[m.ref], pageTime)
+		c := Counts{Seen: 1, Skipped: uint64(len(m.res.Skipped))}
+		rec, had := recs[m.ref]
+		if had && rec.ObservedAt.After(pageTime) {
+			// The change path applied a newer observation meanwhile.
+			sc.keepRef(m.ref)
+			c.Skipped++
+			sc.rep.count(m.kind, c)
+			unlock(m.ref)
+			continue
+		}
+		sc.rep.count(m.kind, c)
+		var rp *state.RefRecord
+		if had {
+			rp = &rec
+		}
+		pr := refInput(m.ref, pageTime, m.res, rp, false)
+		if pr.Partial {
+			// A mapping that failed for this entity must not make the
+			// resync delete what it produced before.
+			sc.keepRef(m.ref)
+		}
+		keys := make([]plan.Key, len(pr.Desired))
+		for i, d := range pr.Desired {
+			keys[i] = d.Key
+		}
+		sc.seen.add(m.ref, keys)
+		prs = append(prs, pr)
 	}
+	ch, err := e.planRefs(prs, plan.StaleDefer)
+	if err != nil {
+		pending := make([]string, len(prs))
+		for i, p := range prs {
+			pending[i] = p.Ref
+		}
+		e.abandon(sc, pending, err)
+		unlock(pending...)
+		return
+	}
+	ch = e.policy.Apply(ch)
+	e.noteChanges("resync", sc.rep, ch)
+	for kind, n := range ch.Unchanged {
+		sc.rep.count(kind, Counts{Unchanged: uint64(n)})
+	}
+	for bp, n := range ch.UnchangedByBlueprint {
+		e.metrics.skips.WithLabelValues(bp).Add(float64(n))
+	}
+	if sc.rep.DryRun {
+		for _, c := range ch.Writes() {
+			sc.rep.count(c.Kind, Counts{Pushed: 1})
+		}
+		return
+	}
+	touched := registry.Refs(ch)
+	for _, p := range prs {
+		if _, ok := slices.BinarySearch(touched, p.Ref); !ok {
+			unlock(p.Ref)
+		}
+	}
+	if sc.deferred != nil {
+		sc.deferred.Merge(ch)
+		sc.locked = append(sc.locked, touched...)
+		return
+	}
+	sc.refsWG.Add(len(touched))
+	e.reg.Apply(ctx, ch, registry.ApplyOptions{Lazy: true, Slots: sc.slots, OnRef: func(o registry.RefOutcome) {
+		e.resyncRefDone(sc, o)
+		unlock(o.Ref)
+		sc.refsWG.Done()
+	}}, nil)
 }
 
-// abandonPage counts a page the state file could not be read for as failed
-// and releases its refs.
-func (e *Engine) abandonPage(sc *scan, refs []string, err error) {
+// resyncRefDone counts one ref's outcome and keeps what Port did not take.
+func (e *Engine) resyncRefDone(sc *scan, o registry.RefOutcome) {
+	sc.rep.count(o.Kind, Counts{Pushed: uint64(o.Written), Failed: uint64(len(o.Failures))})
+	if len(o.Failures) == 0 {
+		return
+	}
+	sc.keepRef(o.Ref)
+	e.failed("resync", o.Failures, 1)
+	permanent := true
+	for _, f := range o.Failures {
+		permanent = permanent && f.Permanent
+	}
+	if permanent {
+		e.park(o.Ref, o.Failures)
+		return
+	}
 	sc.mu.Lock()
-	sc.failed += len(refs)
+	sc.transient++
 	sc.mu.Unlock()
-	e.setErr(err)
-	if !sc.rep.DryRun {
-		for _, r := range refs {
-			e.locks.unlock(r)
-		}
+}
+
+// abandon counts refs the registry could not be read for as failed.
+func (e *Engine) abandon(sc *scan, refs []string, err error) {
+	e.events.setErr(err)
+	e.log.Error("resync: cannot read ownership records; these entities are skipped", "refs", len(refs), "error", err)
+	sc.mu.Lock()
+	sc.transient += len(refs)
+	for _, r := range refs {
+		sc.keep[r] = struct{}{}
+	}
+	sc.mu.Unlock()
+	for _, r := range refs {
+		sc.rep.count(kindOf(r), Counts{Failed: 1})
 	}
 }
 
 // mapForResync maps one catalog entity unless the change path owns it now.
-func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity) mapped {
+func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity) mappedEnt {
 	ref, err := catalog.RefOf(ent)
 	if err != nil {
-		sc.rep.count("", Counts{Seen: 1, Failed: 1})
-		sc.mu.Lock()
-		sc.failed++
-		sc.mu.Unlock()
-		e.log.Warn("resync: catalog entity without a valid ref", "error", err)
-		return mapped{}
+		sc.rep.count("", Counts{Seen: 1, Skipped: 1})
+		e.log.Warn("resync: catalog entity without a valid ref; skipped", "error", err)
+		return mappedEnt{}
 	}
 	r := ref.String()
-	m := mapped{ref: r, kind: ref.Kind}
+	m := mappedEnt{ref: r, kind: ref.Kind}
 	// A queued notification is newer information than this snapshot, or
 	// will be checked against it: leave the entity to the change path.
-	if e.hasPending(r) || (!sc.rep.DryRun && !e.locks.tryLock(r)) {
-		sc.mu.Lock()
-		sc.keepRefs[r] = struct{}{}
-		sc.mu.Unlock()
+	if e.queue.hasPending(r) || (!sc.rep.DryRun && !e.locks.tryLock(r)) {
+		sc.keepRef(r)
 		sc.rep.count(m.kind, Counts{Seen: 1, Skipped: 1})
-		return mapped{}
+		return mappedEnt{}
 	}
-	m.res = e.mapperNow().Map(ctx, ent)
-	e.countMapping(m.kind, m.res)
+	res, err := e.mapSafely(ctx, ent)
+	if err != nil {
+		sc.keepRef(r)
+		sc.rep.count(m.kind, Counts{Seen: 1, Failed: 1})
+		e.log.Error("resync: mapping failed", "ref", r, "error", err)
+		if !sc.rep.DryRun {
+			e.locks.unlock(r)
+		}
+		return mappedEnt{}
+	}
+	e.countMapping(r, res)
+	m.res, m.ok = res, true
 	return m
 }
-
-func (e *Engine) resyncRef(ctx context.Context, sc *scan, m mapped, prev *state.RefRecord, pageTime time.Time) {
-	c := Counts{Seen: 1}
-	locked := !sc.rep.DryRun
-	if prev != nil && prev.ObservedAt.After(pageTime) {
-		// The change path applied a newer observation meanwhile.
-		sc.mu.Lock()
-		sc.keepRefs[m.ref] = struct{}{}
-		sc.mu.Unlock()
-		c.Skipped = 1
-		sc.rep.count(m.kind, c)
-		if locked {
-			e.locks.unlock(m.ref)
-		}
-		return
-	}
-	if len(m.res.Skipped) > 0 {
-		// A mapping that failed for this entity must not make the resync
-		// delete what it produced before.
-		sc.mu.Lock()
-		sc.keepRefs[m.ref] = struct{}{}
-		sc.mu.Unlock()
-		c.Skipped = uint64(len(m.res.Skipped))
-	}
-	keys := make([]state.Key, len(m.res.Entities))
-	for i, me := range m.res.Entities {
-		keys[i] = state.Key{Blueprint: me.Blueprint, Identifier: me.Identifier}
-	}
-	sc.mu.Lock()
-	sc.seenRefs[xxhash.Sum64String(m.ref)] = struct{}{}
-	for _, k := range keys {
-		sc.seen[keyHash(k)] = struct{}{}
-	}
-	sc.mu.Unlock()
-
-	var toPush []pushItem
-	outputs := make([]state.Output, len(keys))
-	now := time.Now()
-	for i, me := range m.res.Entities {
-		old, had := prev.Output(keys[i])
-		if had && (old.Hash == me.Hash || e.opts.Policy == PolicyCreateOnly) {
-			c.Unchanged++
-			outputs[i] = old
-			continue
-		}
-		outputs[i] = state.Output{Key: keys[i], Hash: me.Hash, PushedAt: now}
-		action, reason := ActionCreate, "not in the state file"
-		if had {
-			action, reason = ActionUpdate, "mapped output changed"
-		}
-		if sc.rep.DryRun {
-			sc.rep.plan(action, PlanItem{Blueprint: me.Blueprint, Identifier: me.Identifier, Ref: m.ref, Reason: reason})
-			c.Pushed++
-			continue
-		}
-		toPush = append(toPush, pushItem{key: keys[i], hash: me.Hash, ref: m.ref, kind: m.kind, entity: me.Entity})
-	}
-	// Outputs no longer produced stay in the record until the deletion
-	// planning at the end of the scan removes them (or keeps them, when it
-	// may not delete).
-	var stale []state.Output
-	if prev != nil {
-		for _, o := range prev.Outputs {
-			if !slices.Contains(keys, o.Key) {
-				stale = append(stale, o)
-			}
-		}
-	}
-	changedKeys := prev == nil || len(stale) > 0 || !slices.Equal(prev.Keys(), keys)
-	rec := state.RefRecord{ObservedAt: pageTime, Outputs: append(outputs, stale...)}
-	switch {
-	case sc.rep.DryRun:
-		sc.rep.count(m.kind, c)
-		return
-	case len(toPush) == 0:
-		sc.rep.count(m.kind, c)
-		if changedKeys {
-			e.recordRef(sc, m.ref, rec)
-		} else {
-			e.locks.unlock(m.ref)
-		}
-		return
-	}
-	// The ref is recorded (and unlocked) once Port confirmed all its
-	// outputs; the last confirmation does it, no goroutine waits.
-	left := int32(len(toPush))
-	var failures atomic.Int32
-	deferred := !e.opts.CreateMissingRelatedEntities
-	for i := range toPush {
-		toPush[i].lazy = true
-		toPush[i].done = func(_ bool, err error) {
-			if err != nil {
-				failures.Add(1)
-			}
-			if atomic.AddInt32(&left, -1) == 0 {
-				f := failures.Load()
-				c.Pushed, c.Failed = uint64(int32(len(toPush))-f), uint64(f)
-				sc.rep.count(m.kind, c)
-				if f > 0 {
-					sc.mu.Lock()
-					sc.failed += int(f)
-					sc.mu.Unlock()
-					e.locks.unlock(m.ref)
-				} else {
-					e.recordRef(sc, m.ref, rec)
-				}
-			}
-			if !deferred {
-				<-sc.slots
-			}
-			sc.pushWG.Done()
-		}
-	}
-	sc.pushWG.Add(len(toPush))
-	if deferred {
-		// Pushed in dependency order at the end of the scan.
-		sc.mu.Lock()
-		sc.deferred[m.kind] = append(sc.deferred[m.kind], toPush...)
-		sc.mu.Unlock()
-		return
-	}
-	// Backpressure: a slow Port slows the scan instead of piling up
-	// mapped entities in memory.
-	for range toPush {
-		sc.slots <- struct{}{}
-	}
-	e.pusher.add(ctx, toPush...)
-}
-
-// recordRef buffers a ref's record; the buffer is committed in one
-// transaction every refBatch refs (and at the end of the scan), and the refs
-// stay locked until their record is on disk, so a newer notification
-// applied meanwhile is never overwritten by this older snapshot.
-func (e *Engine) recordRef(sc *scan, ref string, rec state.RefRecord) {
-	sc.mu.Lock()
-	sc.refs[ref] = rec
-	var flush map[string]state.RefRecord
-	if len(sc.refs) >= refBatch {
-		flush, sc.refs = sc.refs, map[string]state.RefRecord{}
-	}
-	sc.mu.Unlock()
-	if flush != nil {
-		e.commitRefs(flush)
-	}
-}
-
-func (e *Engine) flushRefs(sc *scan) {
-	sc.mu.Lock()
-	flush := sc.refs
-	sc.refs = map[string]state.RefRecord{}
-	sc.mu.Unlock()
-	e.commitRefs(flush)
-}
-
-func (e *Engine) commitRefs(recs map[string]state.RefRecord) {
-	if len(recs) == 0 {
-		return
-	}
-	if err := e.opts.Store.Commit(state.Write{PutRefs: recs}); err != nil {
-		e.setErr(err)
-	}
-	for ref := range recs {
-		e.locks.unlock(ref)
-	}
-}
-
-// keyHash identifies a Port key in a scan's seen set.
-func keyHash(k state.Key) uint64 {
-	d := xxhash.New()
-	_, _ = d.WriteString(k.Blueprint)
-	_, _ = d.Write([]byte{0})
-	_, _ = d.WriteString(k.Identifier)
-	return d.Sum64()
-}
-
-// refBatch is how many ref records a resync commits per transaction.
-const refBatch = 1000
-
-// maxResyncInflight bounds the entities a resync has handed to the pusher
-// and not yet seen confirmed. It must exceed 19 × the number of blueprints
-// (the partial lazy batches), or the scan could wait for itself.
-const maxResyncInflight = 1000
 
 // kindOrder is the order in which kinds are written when Port must not
 // create missing related entities: targets before the entities that point
 // at them.
 var kindOrder = []string{"user", "group", "domain", "system", "resource", "api", "component"}
 
-// pushInOrder pushes deferred entities kind by kind (targets before the
-// entities pointing at them), waiting for each kind. Entities Port refuses
-// because a relation target is still missing (404) — a subcomponent pushed
-// before its parent, a child group before its parent — are pushed again in
-// further waves while each wave makes progress, as Port's integration
-// retries in dependency order.
+// pushInOrder writes the scan's deferred plan kind by kind (targets before
+// the entities pointing at them), waiting for each kind. Entities Port
+// refuses because a relation target is still missing (404) — a
+// subcomponent written before its parent, a child group before its parent —
+// are written again in further waves while each wave makes progress, as
+// Port's integration retries in dependency order.
 func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
-	if len(sc.deferred) == 0 {
-		return
-	}
-	kinds := make([]string, 0, len(sc.deferred))
-	for k := range sc.deferred {
+	byKind := splitByKind(sc.deferred)
+	kinds := make([]string, 0, len(byKind))
+	for k := range byKind {
 		kinds = append(kinds, k)
 	}
 	rank := func(k string) int {
@@ -642,178 +350,208 @@ func (e *Engine) pushInOrder(ctx context.Context, sc *scan) {
 		}
 		return strings.Compare(a, b)
 	})
-	var retry []pushItem
-	for _, k := range kinds {
-		retry = append(retry, e.pushWave(ctx, sc.deferred[k])...)
-	}
-	for len(retry) > 0 && ctx.Err() == nil {
-		left := e.pushWave(ctx, retry)
-		if len(left) == len(retry) {
-			for _, it := range left {
-				it.done(false, it.lastErr)
+	retry := &plan.Changes{}
+	var final []registry.RefOutcome
+	wave := func(ch *plan.Changes) (again *plan.Changes, progress bool) {
+		again = &plan.Changes{}
+		var mu sync.Mutex
+		var notFound []string
+		e.applyWait(ctx, ch, registry.ApplyOptions{OnRef: func(o registry.RefOutcome) {
+			mu.Lock()
+			defer mu.Unlock()
+			if o.Written > 0 {
+				progress = true
 			}
-			return
+			if len(o.Failures) > 0 && allNotFound(o.Failures) {
+				notFound = append(notFound, o.Ref)
+				sc.rep.count(o.Kind, Counts{Pushed: uint64(o.Written)})
+				return
+			}
+			final = append(final, o)
+		}})
+		again = subset(ch, notFound)
+		return again, progress
+	}
+	for _, k := range kinds {
+		left, _ := wave(byKind[k])
+		retry.Merge(left)
+	}
+	for !retry.Empty() && ctx.Err() == nil {
+		left, progress := wave(retry)
+		if !progress {
+			// No wave made progress: what is left fails for good.
+			e.applyWaitFailed(sc, left, &final)
+			break
 		}
 		retry = left
 	}
-}
-
-// pushWave pushes items and waits; it returns the items that failed with
-// not_found (a missing relation target) without reporting them yet.
-func (e *Engine) pushWave(ctx context.Context, items []pushItem) []pushItem {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var notFound []pushItem
-	wave := make([]pushItem, len(items))
-	for i, it := range items {
-		orig := it
-		it.lazy = false
-		it.done = func(created bool, err error) {
-			if err != nil && port.IsNotFound(err) {
-				orig.lastErr = err
-				mu.Lock()
-				notFound = append(notFound, orig)
-				mu.Unlock()
-			} else {
-				orig.done(created, err)
-			}
-			wg.Done()
-		}
-		wave[i] = it
+	for _, o := range final {
+		e.resyncRefDone(sc, o)
 	}
-	wg.Add(len(wave))
-	e.pusher.add(ctx, wave...)
-	wg.Wait()
-	return notFound
 }
 
-// planDeletions deletes owned Port entities that this complete, failure-free
-// scan did not produce, within the policy and the deletion threshold.
-func (e *Engine) planDeletions(ctx context.Context, sc *scan) error {
-	var cands []target
-	owned := 0
-	err := e.opts.Store.ForEachEntity(func(k state.Key, rec state.EntityRecord) error {
-		owned++
-		if _, ok := sc.seen[keyHash(k)]; ok {
+// applyWaitFailed reports the refs of ch as failed with not_found, the
+// answer of their last wave.
+func (e *Engine) applyWaitFailed(sc *scan, ch *plan.Changes, final *[]registry.RefOutcome) {
+	byRef := map[string]*registry.RefOutcome{}
+	for _, c := range ch.Writes() {
+		o := byRef[c.Ref]
+		if o == nil {
+			o = &registry.RefOutcome{Ref: c.Ref, Kind: c.Kind}
+			byRef[c.Ref] = o
+		}
+		o.Failures = append(o.Failures, registry.Failure{Ref: c.Ref, Kind: c.Kind, Key: c.Key, Action: c.Action, Permanent: true, Status: 404, Code: port.CodeNotFound,
+			Err:     fmt.Errorf("upsert %s to blueprint %s (for %s): a related entity is missing in Port and no wave created it", c.Identifier, c.Blueprint, c.Ref),
+			Message: "a related entity is missing in Port (createMissingRelatedEntities is off)"})
+	}
+	for _, o := range byRef {
+		*final = append(*final, *o)
+	}
+}
+
+func allNotFound(fs []registry.Failure) bool {
+	for _, f := range fs {
+		if !port.IsNotFound(f.Err) {
+			return false
+		}
+	}
+	return true
+}
+
+// splitByKind splits a plan into one plan per Backstage kind (a ref has one
+// kind, so each ref's part stays whole).
+func splitByKind(ch *plan.Changes) map[string]*plan.Changes {
+	out := map[string]*plan.Changes{}
+	get := func(kind string) *plan.Changes {
+		if out[kind] == nil {
+			out[kind] = &plan.Changes{Observed: map[string]time.Time{}}
+		}
+		return out[kind]
+	}
+	for _, c := range ch.Create {
+		get(c.Kind).Create = append(get(c.Kind).Create, c)
+	}
+	for _, c := range ch.Update {
+		get(c.Kind).Update = append(get(c.Kind).Update, c)
+	}
+	for _, c := range ch.Claim {
+		get(c.Kind).Claim = append(get(c.Kind).Claim, c)
+	}
+	for r, t := range ch.Observed {
+		get(kindOf(r)).Observed[r] = t
+	}
+	return out
+}
+
+// subset is the part of ch that belongs to refs: their writes and
+// observations (the claims were recorded by the first attempt).
+func subset(ch *plan.Changes, refs []string) *plan.Changes {
+	out := &plan.Changes{Observed: map[string]time.Time{}}
+	for _, c := range ch.Create {
+		if slices.Contains(refs, c.Ref) {
+			out.Create = append(out.Create, c)
+		}
+	}
+	for _, c := range ch.Update {
+		if slices.Contains(refs, c.Ref) {
+			out.Update = append(out.Update, c)
+		}
+	}
+	for _, r := range refs {
+		if t, ok := ch.Observed[r]; ok {
+			out.Observed[r] = t
+		}
+	}
+	return out
+}
+
+// resyncDeletions plans the deletions of a resync: every owned entity the
+// scan did not see produced by its ref, unless the ref is kept or was
+// written after the scan started. Keys another ref still produces are
+// released, not deleted. The plan goes through the policy and the guard,
+// which refuses everything after an incomplete scan.
+func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanProof) error {
+	sc.seen.freeze()
+	started := sc.started.Truncate(time.Millisecond)
+	var refs []plan.Ref
+	var keys []plan.Key
+	err := e.opts.Store.ForEachRef(func(ref string, rec state.RefRecord) error {
+		if _, keep := sc.keep[ref]; keep {
 			return nil
 		}
-		if _, keep := sc.keepRefs[rec.Ref]; keep {
+		read := sc.seen.has(ref, plan.Key{})
+		pr := plan.Ref{Ref: ref, Kind: kindOf(ref), ObservedAt: rec.ObservedAt, Gone: !read}
+		for _, o := range rec.Outputs {
+			k := plan.Key(o.Key)
+			if sc.seen.has(ref, k) || !o.PushedAt.Before(started) {
+				continue
+			}
+			pr.Owned = append(pr.Owned, plan.Owned{Key: k, Ref: ref, Hash: o.Hash, PushedAt: o.PushedAt})
+			keys = append(keys, k)
+		}
+		switch {
+		case len(pr.Owned) > 0:
+		case !read && len(rec.Outputs) == 0 && rec.ObservedAt.Before(started):
+			// A record of an entity that mapped to nothing and is gone.
+		default:
 			return nil
 		}
-		// Written after the resync started: the change path knows better.
-		if !rec.PushedAt.Before(sc.started.Truncate(time.Millisecond)) {
-			return nil
+		if e.queue.hasPending(ref) {
+			return nil // a notification about it is on its way
 		}
-		cands = append(cands, target{k, rec.Ref})
+		refs = append(refs, pr)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("plan deletions: %w", err)
 	}
-	// Drop candidates whose entity got a notification meanwhile.
-	cands = slices.DeleteFunc(cands, func(c target) bool { return e.hasPending(c.ref) })
-	if len(cands) == 0 {
+	if len(refs) == 0 {
 		return nil
 	}
-	rep := sc.rep
-	skip := func(reason string) error {
-		rep.mu.Lock()
-		rep.DeletionsSkipped = reason
-		rep.mu.Unlock()
-		for _, c := range cands {
-			rep.plan(ActionDelete, PlanItem{Blueprint: c.key.Blueprint, Identifier: c.key.Identifier, Ref: c.ref, Reason: "not in the catalog (not applied: " + reason + ")"})
+	// Owners that still produce a candidate key keep it: their claim was
+	// seen in this scan, or they are kept.
+	all, err := e.reg.Others(keys, nil)
+	if err != nil {
+		return fmt.Errorf("plan deletions: %w", err)
+	}
+	others := map[plan.Key][]plan.Owned{}
+	for k, os := range all {
+		for _, o := range os {
+			if _, keep := sc.keep[o.Ref]; keep || sc.seen.has(o.Ref, k) {
+				others[k] = append(others[k], o)
+			}
 		}
+	}
+	ch := plan.Compute(plan.Input{Refs: refs, Others: others, Stale: plan.StaleDelete})
+	ch = e.policy.Apply(ch)
+	owned, err := e.ownedCounts()
+	if err != nil {
+		return fmt.Errorf("plan deletions: %w", err)
+	}
+	ch = e.guard.g.Check(ch, plan.Scope{Path: "resync", Owned: owned, Scan: &proof})
+	if ok, _ := proof.Complete(); !ok {
+		// Nothing of an incomplete scan's deletion plan is applied, not even
+		// releases: an unseen ref may be on a page that was never read.
+		ch.Release, ch.Forget, ch.Handover = nil, nil, nil
+	}
+	e.noteChanges("resync", sc.rep, ch)
+	if sc.rep.DryRun || (len(ch.Delete)+len(ch.Release)+len(ch.Forget) == 0) {
 		return nil
 	}
-	if share := float64(len(cands)) / float64(owned); share > e.opts.DeletionThreshold {
-		e.metrics.deletionsRefused.Inc()
-		return skip(fmt.Sprintf("refusing to delete %d of %d owned entities (%.0f%%): more than entityDeletionThreshold %.0f%%; check the catalog, then raise the threshold or reset if intended",
-			len(cands), owned, share*100, e.opts.DeletionThreshold*100))
+	var mu sync.Mutex
+	var failures []registry.Failure
+	out := e.applyWait(ctx, ch, registry.ApplyOptions{OnRef: func(o registry.RefOutcome) {
+		sc.rep.count(o.Kind, Counts{Deleted: uint64(o.Deleted), Failed: uint64(len(o.Failures))})
+		mu.Lock()
+		failures = append(failures, o.Failures...)
+		mu.Unlock()
+	}})
+	e.failed("resync", failures, 1)
+	if len(ch.Handover) > 0 {
+		e.refresh(ctx, ch.Handover)
 	}
-	if e.opts.Policy != PolicySync {
-		return skip(fmt.Sprintf("policy %s never deletes", e.opts.Policy))
+	if len(out.Failures) > 0 {
+		return fmt.Errorf("%d of %d deletions failed; see the recent failures", len(out.Failures), len(ch.Delete))
 	}
-	refsGone := map[string]struct{}{}
-	for _, c := range cands {
-		rep.plan(ActionDelete, PlanItem{Blueprint: c.key.Blueprint, Identifier: c.key.Identifier, Ref: c.ref, Reason: "not in the catalog"})
-		refsGone[c.ref] = struct{}{}
-	}
-	if rep.DryRun {
-		return nil
-	}
-	n, err := e.bulkDelete(ctx, cands)
-	if err == nil {
-		for _, c := range cands {
-			rep.count(kindOf(c.ref), Counts{Deleted: 1})
-		}
-	} else {
-		rep.count("", Counts{Deleted: uint64(n)})
-	}
-	// Forget refs that are no longer in the catalog once nothing they
-	// produced is left in Port (a failed delete keeps the ownership).
-	var gone []string
-	for r := range refsGone {
-		_, seen := sc.seenRefs[xxhash.Sum64String(r)]
-		_, keep := sc.keepRefs[r]
-		if !seen && !keep {
-			gone = append(gone, r)
-		}
-	}
-	recs, found, rerr := e.opts.Store.Refs(gone)
-	if rerr != nil {
-		return errors.Join(err, rerr)
-	}
-	var drop []string
-	for i, r := range gone {
-		if found[i] && len(recs[i].Outputs) == 0 {
-			drop = append(drop, r)
-		}
-	}
-	if cerr := e.opts.Store.Commit(state.Write{DeleteRefs: drop}); cerr != nil {
-		err = errors.Join(err, cerr)
-	}
-	return err
-}
-
-// RunOnce runs one resync with its own pusher and returns when its writes
-// are done: the one-shot mode (`portbridge sync --once`). Do not call it
-// while Run is running.
-func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*ResyncReport, error) {
-	if e.opts.Prepare != nil {
-		m, err := e.opts.Prepare(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("setup: %w", err)
-		}
-		if m != nil {
-			e.mapper.Store(&mapperBox{m})
-		}
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		e.pusher.run(pctx)
-		close(done)
-	}()
-	rep, err := e.Resync(ctx, "once", dryRun)
-	cancel()
-	<-done
-	return rep, err
-}
-
-// waitQueueDrained waits until no change is queued, ctx ends or max passes.
-func (e *Engine) waitQueueDrained(ctx context.Context, max time.Duration) {
-	deadline := time.Now().Add(max)
-	for time.Now().Before(deadline) {
-		e.mu.Lock()
-		n := len(e.pending)
-		e.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return nil
 }

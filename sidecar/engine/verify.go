@@ -4,60 +4,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
+	"github.com/portbridge/portbridge/sidecar/plan"
 	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/registry"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
-// Verify runs one verify pass now: it reads Port's entities of the managed
-// blueprints in large pages, maps the catalog again, and re-pushes every
-// owned entity whose content in Port differs from the mapped one or that
-// is missing in Port (someone edited or deleted it there).
-func (e *Engine) Verify(ctx context.Context, trigger string) (*ResyncReport, error) {
-	return e.runVerify(ctx, newReport(trigger, true, false))
-}
-
-func (e *Engine) runVerify(ctx context.Context, rep *ResyncReport) (*ResyncReport, error) {
-	rep.Started, rep.State = time.Now(), "running"
-	e.mu.Lock()
-	e.current = rep
-	e.mu.Unlock()
-	err := e.verify(ctx, rep)
-	rep.mu.Lock()
-	rep.Finished = time.Now()
-	rep.State = "succeeded"
+// verify reads Port's entities of the managed blueprints in large pages,
+// maps the catalog again, and re-writes every owned entity whose content in
+// Port differs from the mapped one (update) or that is missing in Port
+// (create): someone edited or deleted it there. A resync trusts its hashes;
+// this pass does not. Its writes go through the policy like any other.
+func (e *Engine) verify(ctx context.Context, rep *Report, _ *slog.Logger) error {
+	owned, err := e.ownedCounts()
 	if err != nil {
-		rep.State, rep.Err = "failed", err.Error()
-	}
-	rep.mu.Unlock()
-	e.mu.Lock()
-	e.current = nil
-	e.lastVerify = rep
-	e.mu.Unlock()
-	snap := rep.Snapshot()
-	if err != nil {
-		e.setErr(err)
-		e.log.Error("verify failed", "verify", rep.ID, "error", err)
-	} else {
-		e.log.Info("verify finished", "verify", rep.ID, "checked", snap.Totals.Seen, "repaired", snap.Totals.Pushed, "in_sync", snap.Totals.Unchanged, "failed", snap.Totals.Failed)
-	}
-	e.metrics.observeResync(rep)
-	return rep, err
-}
-
-func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
-	// What Port holds now, per owned key, as a content hash.
-	owned := map[string]bool{}
-	if err := e.opts.Store.ForEachEntity(func(k state.Key, _ state.EntityRecord) error {
-		owned[k.Blueprint] = true
-		return nil
-	}); err != nil {
 		return err
 	}
 	blueprints := slices.Clone(e.opts.ManagedBlueprints)
@@ -66,7 +33,7 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 			blueprints = append(blueprints, bp)
 		}
 	}
-	inPort := map[state.Key]uint64{}
+	inPort := map[plan.Key]uint64{}
 	for _, bp := range blueprints {
 		for ent, err := range e.opts.Port.SearchEntities(ctx, bp, port.SearchRequest{Limit: port.MaxSearchLimit}) {
 			if err != nil {
@@ -77,89 +44,92 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 				return fmt.Errorf("read blueprint %s from Port: %w", bp, err)
 			}
 			id, _ := ent.Identifier.(string)
-			inPort[state.Key{Blueprint: bp, Identifier: id}] = contentHash(ent)
+			inPort[plan.Key{Blueprint: bp, Identifier: id}] = contentHash(ent)
 		}
 	}
 	e.notePeer(&e.portPeer, nil)
 
 	var wg sync.WaitGroup
+	apply := func(refs []string, ch *plan.Changes) {
+		ch = e.policy.Apply(ch)
+		e.noteChanges("verify", rep, ch)
+		touched := registry.Refs(ch)
+		for _, r := range refs {
+			if _, ok := slices.BinarySearch(touched, r); !ok {
+				e.locks.unlock(r)
+			}
+		}
+		wg.Add(len(touched))
+		e.reg.Apply(ctx, ch, registry.ApplyOptions{Lazy: true, OnRef: func(o registry.RefOutcome) {
+			rep.count(o.Kind, Counts{Pushed: uint64(o.Written), Failed: uint64(len(o.Failures))})
+			e.failed("verify", o.Failures, 1)
+			e.locks.unlock(o.Ref)
+			wg.Done()
+		}}, nil)
+	}
+	var scanErr error
+	var batch []string
+	ch := &plan.Changes{}
 	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{}) {
 		if err != nil {
-			e.pusher.flushLazy(ctx)
-			wg.Wait()
-			return fmt.Errorf("catalog scan: %w", err)
+			scanErr = err
+			break
 		}
 		ref, rerr := catalog.RefOf(ent)
 		if rerr != nil {
 			continue
 		}
 		r := ref.String()
-		if e.hasPending(r) || !e.locks.tryLock(r) {
+		if e.queue.hasPending(r) || !e.locks.tryLock(r) {
 			continue // the change path is on it
 		}
-		res := e.mapperNow().Map(ctx, ent)
-		keys := make([]state.Key, len(res.Entities))
-		for i, m := range res.Entities {
-			keys[i] = state.Key{Blueprint: m.Blueprint, Identifier: m.Identifier}
-		}
-		recs, found, lerr := e.opts.Store.Refs([]string{r})
-		if lerr != nil {
+		res, merr := e.mapSafely(ctx, ent)
+		recs, lerr := e.reg.Records([]string{r})
+		if merr != nil || lerr != nil {
 			e.locks.unlock(r)
-			e.pusher.flushLazy(ctx)
-			wg.Wait()
-			return lerr
+			continue
 		}
-		var prev *state.RefRecord
-		if found[0] {
-			prev = &recs[0]
+		rec, had := recs[r]
+		if !had {
+			e.locks.unlock(r)
+			continue // not ours (yet): the resync's business
 		}
-		var items []pushItem
-		var refWG sync.WaitGroup
-		for i, m := range res.Entities {
-			if _, ours := prev.Output(keys[i]); !ours {
-				continue // not ours (yet): the resync's business
+		batch = append(batch, r)
+		for _, m := range res.Entities {
+			k := plan.Key{Blueprint: m.Blueprint, Identifier: m.Identifier}
+			o, ours := rec.Output(state.Key(k))
+			if !ours || o.Hash == 0 {
+				continue // not ours, or another ref writes it
 			}
-			have, present := inPort[keys[i]]
+			have, present := inPort[k]
 			if present && have == contentHash(m.Entity) {
 				rep.count(ref.Kind, Counts{Seen: 1, Unchanged: 1})
 				continue
 			}
-			reason := "edited in Port"
+			rep.count(ref.Kind, Counts{Seen: 1})
+			c := plan.Change{Action: plan.Update, Key: k, Ref: r, Kind: ref.Kind, Hash: m.Hash, OldHash: o.Hash, Entity: m.Entity, Reason: "edited in Port"}
 			if !present {
-				reason = "missing in Port"
+				c.Action, c.Reason = plan.Create, "missing in Port"
+				ch.Create = append(ch.Create, c)
+			} else {
+				ch.Update = append(ch.Update, c)
 			}
-			rep.plan(ActionUpdate, PlanItem{Blueprint: m.Blueprint, Identifier: m.Identifier, Ref: r, Reason: reason})
-			kind := ref.Kind
-			wg.Add(1)
-			refWG.Add(1)
-			items = append(items, pushItem{key: keys[i], hash: m.Hash, ref: r, kind: kind, entity: m.Entity, lazy: true, done: func(_ bool, err error) {
-				if err != nil {
-					rep.count(kind, Counts{Seen: 1, Failed: 1})
-				} else {
-					rep.count(kind, Counts{Seen: 1, Pushed: 1})
-				}
-				refWG.Done()
-				wg.Done()
-			}})
 		}
-		if len(items) == 0 {
-			e.locks.unlock(r)
-			continue
+		if len(batch) >= e.opts.PageSize {
+			apply(batch, ch)
+			batch, ch = nil, &plan.Changes{}
 		}
-		e.pusher.add(ctx, items...)
-		// Hold the ref until its repairs are confirmed, so a newer change
-		// is never overwritten by this pass.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			refWG.Wait()
-			e.locks.unlock(r)
-		}()
 	}
-	e.pusher.flushLazy(ctx)
+	if len(batch) > 0 {
+		apply(batch, ch)
+	}
+	e.reg.Flush(ctx)
 	wg.Wait()
+	if scanErr != nil {
+		return fmt.Errorf("catalog scan: %w", scanErr)
+	}
 	if f := rep.Snapshot().Totals.Failed; f > 0 {
-		return fmt.Errorf("%d repairs failed", f)
+		return fmt.Errorf("%d repairs failed; see the recent failures", f)
 	}
 	return nil
 }
@@ -169,6 +139,16 @@ func (e *Engine) verify(ctx context.Context, rep *ResyncReport) error {
 // one we sent: nulls and empty values dropped (Port treats them as unset),
 // team as a sorted list, relation lists sorted.
 func contentHash(e port.Entity) uint64 {
+	b, err := json.Marshal(normalEntity(e))
+	if err != nil {
+		return 0
+	}
+	return xxhash.Sum64(b)
+}
+
+// normalEntity is e as a JSON object in the normal form contentHash hashes
+// and the dry run compares.
+func normalEntity(e port.Entity) map[string]any {
 	n := map[string]any{"identifier": e.Identifier}
 	if e.Title != "" {
 		n["title"] = e.Title
@@ -205,11 +185,7 @@ func contentHash(e port.Entity) uint64 {
 	if r := prune(e.Relations, true); len(r) > 0 {
 		n["relations"] = r
 	}
-	b, err := json.Marshal(n)
-	if err != nil {
-		return 0
-	}
-	return xxhash.Sum64(b)
+	return n
 }
 
 func prune(m map[string]any, sortLists bool) map[string]any {

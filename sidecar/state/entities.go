@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -18,12 +19,13 @@ type Key struct {
 
 func (k Key) String() string { return k.Blueprint + "/" + k.Identifier }
 
-// Output is a Port entity the sidecar wrote for a Backstage entity. Its
-// presence is the ownership record: only outputs are ever deleted by the
-// sidecar.
+// Output is a Port entity a Backstage entity produced. Its presence is the
+// ownership record: only outputs are ever deleted by the sidecar.
 type Output struct {
 	Key
-	// Hash of the mapped entity last confirmed by Port.
+	// Hash of the content Port last confirmed for this ref; 0 when the ref
+	// claims the entity without having written it (another ref producing the
+	// same key wins it).
 	Hash uint64
 	// PushedAt is when Port confirmed it (millisecond precision).
 	PushedAt time.Time
@@ -35,7 +37,7 @@ type RefRecord struct {
 	// ObservedAt is the newest observation applied for this entity
 	// (millisecond precision); an older observation never overwrites it.
 	ObservedAt time.Time
-	// Outputs are the Port entities it produced and Port confirmed.
+	// Outputs are the Port entities it produced.
 	Outputs []Output
 }
 
@@ -61,18 +63,16 @@ func (r *RefRecord) Output(k Key) (Output, bool) {
 	return Output{}, false
 }
 
-// EntityRecord is one output seen from the Port side, with the ref that
-// produced it.
-type EntityRecord struct {
-	Hash     uint64
-	Ref      string
-	PushedAt time.Time
+// Owner is one ref's ownership of a key.
+type Owner struct {
+	Ref string
+	Output
 }
 
 // The encoding is compact because a catalog has one record per entity
-// (DESIGN: ≤ 200 bytes per entity on disk): times are varint milliseconds,
-// a blueprint equal to the ref's kind and an identifier equal to the ref
-// (Port identifiers default to the Backstage ref) are stored empty.
+// (≤ 150 bytes per entity on disk): times are varint milliseconds, a
+// blueprint equal to the ref's kind and an identifier equal to the ref (Port
+// identifiers default to the Backstage ref) are stored empty.
 func (r RefRecord) encode(ref string) []byte {
 	kind := refKind(ref)
 	b := binary.AppendVarint(make([]byte, 0, 32), r.ObservedAt.UnixMilli())
@@ -119,6 +119,18 @@ func decodeRef(ref string, v []byte) (RefRecord, error) {
 		rec.Outputs = append(rec.Outputs, o)
 	}
 	return rec, r.err
+}
+
+// aliased reports whether an output of ref is claimed under a key other
+// than the ref itself: only such outputs can be produced by two refs, so
+// only they are indexed in the claims bucket.
+func aliased(ref string, k Key) bool { return k.Identifier != ref }
+
+func claimKey(k Key) []byte {
+	b := make([]byte, 0, len(k.Blueprint)+1+len(k.Identifier))
+	b = append(b, k.Blueprint...)
+	b = append(b, 0)
+	return append(b, k.Identifier...)
 }
 
 // refKind is the kind part of a canonical ref ("component" for
@@ -198,7 +210,7 @@ func (r *reader) string() string {
 func (s *Store) Refs(refs []string) (recs []RefRecord, found []bool, err error) {
 	recs = make([]RefRecord, len(refs))
 	found = make([]bool, len(refs))
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRefs)
 		for i, r := range refs {
 			v := b.Get([]byte(r))
@@ -216,76 +228,192 @@ func (s *Store) Refs(refs []string) (recs []RefRecord, found []bool, err error) 
 	return recs, found, err
 }
 
-// Write is a set of record changes committed together, applied in the
-// order of the fields.
+// Owners returns, per key, every ref whose record claims it: the ref named
+// by the identifier itself (the usual case) and the refs in the claims
+// index. Keys nobody claims are absent.
+func (s *Store) Owners(keys []Key) (map[Key][]Owner, error) {
+	out := map[Key][]Owner{}
+	err := s.view(func(tx *bolt.Tx) error {
+		rb, cb := tx.Bucket(bucketRefs), tx.Bucket(bucketClaims)
+		add := func(k Key, ref string) error {
+			if slices.ContainsFunc(out[k], func(o Owner) bool { return o.Ref == ref }) {
+				return nil
+			}
+			v := rb.Get([]byte(ref))
+			if v == nil {
+				return nil
+			}
+			rec, err := decodeRef(ref, v)
+			if err != nil {
+				return fmt.Errorf("ref %s: %w", ref, err)
+			}
+			if o, ok := rec.Output(k); ok {
+				out[k] = append(out[k], Owner{Ref: ref, Output: o})
+			}
+			return nil
+		}
+		for _, k := range keys {
+			if err := add(k, k.Identifier); err != nil {
+				return err
+			}
+			if v := cb.Get(claimKey(k)); v != nil {
+				refs, err := decodeRefList(v)
+				if err != nil {
+					return fmt.Errorf("claims of %s: %w", k, err)
+				}
+				for _, r := range refs {
+					if err := add(k, r); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+func decodeRefList(v []byte) ([]string, error) {
+	r := &reader{b: v}
+	var out []string
+	for len(r.b) > 0 && r.err == nil {
+		out = append(out, r.string())
+	}
+	return out, r.err
+}
+
+func encodeRefList(refs []string) []byte {
+	var b []byte
+	for _, r := range refs {
+		b = appendString(b, r)
+	}
+	return b
+}
+
+// Parked is an entity whose last write Port refused for good (a 4xx other
+// than 408 and 429): it is not retried on the change path; the next resync
+// or mapping change tries again.
+type Parked struct {
+	At         time.Time
+	Blueprint  string
+	Identifier string
+	Status     int
+	Message    string
+}
+
+// Write is a set of record changes committed together. Per ref, Observed
+// is applied first, then Confirm, then Remove; Forget drops a record once
+// it has no outputs left (a record that still owns something is never
+// dropped).
 type Write struct {
-	// PutRefs replaces whole records.
-	PutRefs map[string]RefRecord
-	// Confirm adds or replaces outputs of refs (creating the record if
-	// needed) without touching their observation time: Port confirmed them.
+	// Observed sets refs' observation times (creating records).
+	Observed map[string]time.Time
+	// Confirm adds or replaces outputs of refs (creating records).
 	Confirm map[string][]Output
-	// Remove drops outputs of refs (deleted in Port).
+	// Remove drops outputs of refs.
 	Remove map[string][]Key
-	// DeleteRefs drops whole records.
-	DeleteRefs []string
+	// Forget drops records that own nothing.
+	Forget []string
+	// Park and Unpark record or clear refs Port refused for good.
+	Park   map[string]Parked
+	Unpark []string
 }
 
 // Empty reports whether w changes nothing.
 func (w *Write) Empty() bool {
-	return len(w.PutRefs) == 0 && len(w.Confirm) == 0 && len(w.Remove) == 0 && len(w.DeleteRefs) == 0
+	return len(w.Observed)+len(w.Confirm)+len(w.Remove)+len(w.Forget)+len(w.Park)+len(w.Unpark) == 0
+}
+
+func (w *Write) refs() []string {
+	set := map[string]struct{}{}
+	for r := range w.Observed {
+		set[r] = struct{}{}
+	}
+	for r := range w.Confirm {
+		set[r] = struct{}{}
+	}
+	for r := range w.Remove {
+		set[r] = struct{}{}
+	}
+	for _, r := range w.Forget {
+		set[r] = struct{}{}
+	}
+	out := make([]string, 0, len(set))
+	for r := range set {
+		out = append(out, r)
+	}
+	slices.Sort(out) // bbolt writes sorted keys fastest
+	return out
 }
 
 // Commit applies w in one short write transaction (shared with concurrent
-// commits through bbolt's batching).
+// commits through bbolt's batching). It keeps the claims index and the
+// owned counts in step with the records.
 func (s *Store) Commit(w Write) error {
 	if w.Empty() {
 		return nil
 	}
+	refs := w.refs()
+	forget := map[string]bool{}
+	for _, r := range w.Forget {
+		forget[r] = true
+	}
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		rb := tx.Bucket(bucketRefs)
-		for r, rec := range w.PutRefs {
-			if err := rb.Put([]byte(r), rec.encode(r)); err != nil {
-				return fmt.Errorf("ref %s: %w", r, err)
-			}
-		}
-		update := func(r string, fn func(*RefRecord)) error {
+		counts := map[string]int64{}
+		for _, r := range refs {
 			var rec RefRecord
-			if v := rb.Get([]byte(r)); v != nil {
+			old := rb.Get([]byte(r))
+			existed := old != nil
+			if existed {
 				var err error
-				if rec, err = decodeRef(r, v); err != nil {
+				if rec, err = decodeRef(r, old); err != nil {
 					return fmt.Errorf("ref %s: %w", r, err)
 				}
 			}
-			fn(&rec)
-			return rb.Put([]byte(r), rec.encode(r))
-		}
-		for r, outs := range w.Confirm {
-			err := update(r, func(rec *RefRecord) {
-				for _, o := range outs {
-					if i := slices.IndexFunc(rec.Outputs, func(x Output) bool { return x.Key == o.Key }); i >= 0 {
-						rec.Outputs[i] = o
-					} else {
-						rec.Outputs = append(rec.Outputs, o)
+			before := rec.Keys()
+			if t, ok := w.Observed[r]; ok {
+				rec.ObservedAt = t
+			}
+			for _, o := range w.Confirm[r] {
+				if i := slices.IndexFunc(rec.Outputs, func(x Output) bool { return x.Key == o.Key }); i >= 0 {
+					rec.Outputs[i] = o
+				} else {
+					rec.Outputs = append(rec.Outputs, o)
+				}
+			}
+			if keys := w.Remove[r]; len(keys) > 0 {
+				rec.Outputs = slices.DeleteFunc(rec.Outputs, func(o Output) bool { return slices.Contains(keys, o.Key) })
+			}
+			if err := reindexRef(tx, r, before, rec.Keys(), counts); err != nil {
+				return err
+			}
+			switch {
+			case forget[r] && len(rec.Outputs) == 0:
+				if existed {
+					if err := rb.Delete([]byte(r)); err != nil {
+						return err
 					}
 				}
-			})
-			if err != nil {
+			case !existed && len(rec.Outputs) == 0 && w.Observed[r].IsZero():
+				// Nothing to remember (a removal for an unknown ref).
+			default:
+				if err := rb.Put([]byte(r), rec.encode(r)); err != nil {
+					return fmt.Errorf("ref %s: %w", r, err)
+				}
+			}
+		}
+		if err := addCounts(tx, counts); err != nil {
+			return err
+		}
+		pb := tx.Bucket(bucketParked)
+		for r, p := range w.Park {
+			if err := pb.Put([]byte(r), p.encode()); err != nil {
 				return err
 			}
 		}
-		for r, keys := range w.Remove {
-			if rb.Get([]byte(r)) == nil {
-				continue
-			}
-			err := update(r, func(rec *RefRecord) {
-				rec.Outputs = slices.DeleteFunc(rec.Outputs, func(o Output) bool { return slices.Contains(keys, o.Key) })
-			})
-			if err != nil {
-				return err
-			}
-		}
-		for _, r := range w.DeleteRefs {
-			if err := rb.Delete([]byte(r)); err != nil {
+		for _, r := range w.Unpark {
+			if err := pb.Delete([]byte(r)); err != nil {
 				return err
 			}
 		}
@@ -297,44 +425,157 @@ func (s *Store) Commit(w Write) error {
 	return nil
 }
 
-// ForEachEntity calls fn for every owned Port entity, ref by ref, inside one
-// read transaction: fn must not call back into the Store's writers.
-func (s *Store) ForEachEntity(fn func(Key, EntityRecord) error) error {
-	return s.ForEachRef(func(ref string, rec RefRecord) error {
-		for _, o := range rec.Outputs {
-			if err := fn(o.Key, EntityRecord{Hash: o.Hash, Ref: ref, PushedAt: o.PushedAt}); err != nil {
+// reindex updates the claims index and the count deltas for one ref whose
+// keys went from before to after.
+func reindexRef(tx *bolt.Tx, ref string, before, after []Key, counts map[string]int64) error {
+	cb := tx.Bucket(bucketClaims)
+	for _, k := range after {
+		if slices.Contains(before, k) {
+			continue
+		}
+		counts[k.Blueprint]++
+		if aliased(ref, k) {
+			if err := editClaims(cb, k, func(refs []string) []string {
+				if !slices.Contains(refs, ref) {
+					refs = append(refs, ref)
+				}
+				return refs
+			}); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-}
-
-// ForEachRef calls fn for every known Backstage ref, inside one read
-// transaction.
-func (s *Store) ForEachRef(fn func(string, RefRecord) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRefs).ForEach(func(k, v []byte) error {
-			rec, err := decodeRef(string(k), v)
-			if err != nil {
-				return fmt.Errorf("ref %s: %w", k, err)
+	}
+	for _, k := range before {
+		if slices.Contains(after, k) {
+			continue
+		}
+		counts[k.Blueprint]--
+		if aliased(ref, k) {
+			if err := editClaims(cb, k, func(refs []string) []string {
+				return slices.DeleteFunc(refs, func(x string) bool { return x == ref })
+			}); err != nil {
+				return err
 			}
-			return fn(string(k), rec)
-		})
-	})
+		}
+	}
+	return nil
 }
 
-// OwnedCounts returns how many Port entities the sidecar owns per blueprint.
+func editClaims(cb *bolt.Bucket, k Key, fn func([]string) []string) error {
+	ck := claimKey(k)
+	var refs []string
+	if v := cb.Get(ck); v != nil {
+		var err error
+		if refs, err = decodeRefList(v); err != nil {
+			return fmt.Errorf("claims of %s: %w", k, err)
+		}
+	}
+	refs = fn(refs)
+	if len(refs) == 0 {
+		return cb.Delete(ck)
+	}
+	return cb.Put(ck, encodeRefList(refs))
+}
+
+// countPrefix starts the meta keys of owned counts per blueprint.
+const countPrefix = "~owned/"
+
+func addCounts(tx *bolt.Tx, counts map[string]int64) error {
+	mb := tx.Bucket(bucketMeta)
+	for bp, d := range counts {
+		if d == 0 {
+			continue
+		}
+		k := []byte(countPrefix + bp)
+		var n int64
+		if v := mb.Get(k); len(v) == 8 {
+			n = int64(binary.BigEndian.Uint64(v))
+		}
+		n += d
+		if n <= 0 {
+			if err := mb.Delete(k); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := mb.Put(k, binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OwnedCounts returns how many Port entities the sidecar owns per blueprint
+// (a claim by two refs counts twice). It reads a few counters, not the
+// records.
 func (s *Store) OwnedCounts() (map[string]uint64, error) {
 	out := map[string]uint64{}
-	err := s.ForEachEntity(func(k Key, _ EntityRecord) error {
-		out[k.Blueprint]++
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketMeta).Cursor()
+		prefix := []byte(countPrefix)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(v) == 8 {
+				out[string(k[len(prefix):])] = binary.BigEndian.Uint64(v)
+			}
+		}
 		return nil
 	})
 	return out, err
 }
 
-// Counts returns the number of owned Port entities and of ref records.
+// refChunk is how many records ForEachRef reads per read transaction: short
+// transactions keep the file from growing while writers wait for pages
+// held by a long reader.
+const refChunk = 1000
+
+// ForEachRef calls fn for every known Backstage ref in key order, reading
+// refChunk records per transaction; fn runs outside any transaction and may
+// call the Store. A record changed between chunks is seen as it is when its
+// chunk is read.
+func (s *Store) ForEachRef(fn func(string, RefRecord) error) error {
+	var after []byte
+	for {
+		type item struct {
+			ref string
+			rec RefRecord
+		}
+		var chunk []item
+		err := s.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketRefs).Cursor()
+			var k, v []byte
+			if after == nil {
+				k, v = c.First()
+			} else {
+				k, v = c.Seek(after)
+				if k != nil && bytes.Equal(k, after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil && len(chunk) < refChunk; k, v = c.Next() {
+				rec, err := decodeRef(string(k), v)
+				if err != nil {
+					return fmt.Errorf("ref %s: %w", k, err)
+				}
+				chunk = append(chunk, item{string(k), rec})
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, it := range chunk {
+			if err := fn(it.ref, it.rec); err != nil {
+				return err
+			}
+		}
+		if len(chunk) < refChunk {
+			return nil
+		}
+		after = []byte(chunk[len(chunk)-1].ref)
+	}
+}
+
+// Counts returns the number of owned outputs and of ref records.
 func (s *Store) Counts() (entities, refs int, err error) {
 	err = s.ForEachRef(func(_ string, rec RefRecord) error {
 		refs++
@@ -342,4 +583,66 @@ func (s *Store) Counts() (entities, refs int, err error) {
 		return nil
 	})
 	return entities, refs, err
+}
+
+func (p Parked) encode() []byte {
+	b := binary.AppendVarint(nil, p.At.UnixMilli())
+	b = appendString(b, p.Blueprint)
+	b = appendString(b, p.Identifier)
+	b = binary.AppendUvarint(b, uint64(p.Status))
+	return appendString(b, p.Message)
+}
+
+func decodeParked(v []byte) (Parked, error) {
+	r := &reader{b: v}
+	p := Parked{At: time.UnixMilli(r.varint()), Blueprint: r.string(), Identifier: r.string()}
+	p.Status = int(r.uvarint())
+	p.Message = r.string()
+	return p, r.err
+}
+
+// ParkedCount is the number of parked refs.
+func (s *Store) ParkedCount() (int, error) {
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketParked).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// ParkedRefs returns up to limit parked refs with why, newest first.
+func (s *Store) ParkedRefs(limit int) (map[string]Parked, error) {
+	out := map[string]Parked{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketParked).ForEach(func(k, v []byte) error {
+			p, err := decodeParked(v)
+			if err != nil {
+				return fmt.Errorf("parked %s: %w", k, err)
+			}
+			out[string(k)] = p
+			return nil
+		})
+	})
+	if len(out) > limit && limit > 0 {
+		refs := make([]string, 0, len(out))
+		for r := range out {
+			refs = append(refs, r)
+		}
+		slices.SortFunc(refs, func(a, b string) int { return out[b].At.Compare(out[a].At) })
+		for _, r := range refs[limit:] {
+			delete(out, r)
+		}
+	}
+	return out, err
+}
+
+// IsParked reports whether ref is parked.
+func (s *Store) IsParked(ref string) (bool, error) {
+	var ok bool
+	err := s.view(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketParked).Get([]byte(ref)) != nil
+		return nil
+	})
+	return ok, err
 }

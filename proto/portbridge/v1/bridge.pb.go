@@ -663,6 +663,21 @@ type GetStatusResponse struct {
 	LastVerify *ResyncStatus `protobuf:"bytes,10,opt,name=last_verify,json=lastVerify,proto3" json:"last_verify,omitempty"`
 	// How many Port entities the sidecar owns, per blueprint.
 	OwnedEntities map[string]uint64 `protobuf:"bytes,11,rep,name=owned_entities,json=ownedEntities,proto3" json:"owned_entities,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The most recent entities Port did not take (newest first, at most 50),
+	// with Port's status and message.
+	RecentFailures []*EntityFailure `protobuf:"bytes,12,rep,name=recent_failures,json=recentFailures,proto3" json:"recent_failures,omitempty"`
+	// Entities Port refused for good: not retried on the change path until
+	// the next resync or mapping change.
+	Parked *ParkedStatus `protobuf:"bytes,13,opt,name=parked,proto3" json:"parked,omitempty"`
+	// The most recent Port entities that several Backstage entities map to
+	// (newest first, at most 50).
+	RecentConflicts []*EntityConflict `protobuf:"bytes,14,rep,name=recent_conflicts,json=recentConflicts,proto3" json:"recent_conflicts,omitempty"`
+	// The deletion guard: its threshold and what it refused.
+	DeletionGuard *DeletionGuardStatus `protobuf:"bytes,15,opt,name=deletion_guard,json=deletionGuard,proto3" json:"deletion_guard,omitempty"`
+	// When last_error happened.
+	LastErrorAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
+	// The sync policy: "sync", "upsert-only" or "create-only".
+	Policy        string `protobuf:"bytes,17,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -774,6 +789,671 @@ func (x *GetStatusResponse) GetOwnedEntities() map[string]uint64 {
 	return nil
 }
 
+func (x *GetStatusResponse) GetRecentFailures() []*EntityFailure {
+	if x != nil {
+		return x.RecentFailures
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetParked() *ParkedStatus {
+	if x != nil {
+		return x.Parked
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetRecentConflicts() []*EntityConflict {
+	if x != nil {
+		return x.RecentConflicts
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetDeletionGuard() *DeletionGuardStatus {
+	if x != nil {
+		return x.DeletionGuard
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetLastErrorAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorAt
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+// EntityFailure is one entity Port (or the sidecar) did not write or delete.
+type EntityFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it failed.
+	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Where: "change", "resync" or "verify".
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// The Backstage entity ref.
+	EntityRef string `protobuf:"bytes,3,opt,name=entity_ref,json=entityRef,proto3" json:"entity_ref,omitempty"`
+	// The Port blueprint.
+	Blueprint string `protobuf:"bytes,4,opt,name=blueprint,proto3" json:"blueprint,omitempty"`
+	// The Port entity identifier.
+	Identifier string `protobuf:"bytes,5,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// What was tried: "create", "update", "delete".
+	Action string `protobuf:"bytes,6,opt,name=action,proto3" json:"action,omitempty"`
+	// Port's HTTP status; 0 when Port did not answer.
+	PortStatus int32 `protobuf:"varint,7,opt,name=port_status,json=portStatus,proto3" json:"port_status,omitempty"`
+	// Port's error code (for example "invalid_request").
+	PortCode string `protobuf:"bytes,8,opt,name=port_code,json=portCode,proto3" json:"port_code,omitempty"`
+	// Port's message, or the error.
+	Message string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
+	// True when trying again cannot help (a 4xx other than 408 and 429).
+	Permanent bool `protobuf:"varint,10,opt,name=permanent,proto3" json:"permanent,omitempty"`
+	// The attempt that failed (1 is the first).
+	Attempt       uint32 `protobuf:"varint,11,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntityFailure) Reset() {
+	*x = EntityFailure{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntityFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntityFailure) ProtoMessage() {}
+
+func (x *EntityFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntityFailure.ProtoReflect.Descriptor instead.
+func (*EntityFailure) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EntityFailure) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *EntityFailure) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetEntityRef() string {
+	if x != nil {
+		return x.EntityRef
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetBlueprint() string {
+	if x != nil {
+		return x.Blueprint
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetPortStatus() int32 {
+	if x != nil {
+		return x.PortStatus
+	}
+	return 0
+}
+
+func (x *EntityFailure) GetPortCode() string {
+	if x != nil {
+		return x.PortCode
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *EntityFailure) GetPermanent() bool {
+	if x != nil {
+		return x.Permanent
+	}
+	return false
+}
+
+func (x *EntityFailure) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+// ParkedStatus counts and lists parked entities.
+type ParkedStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many entities are parked.
+	Count uint64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// The newest parked entities (at most 10).
+	Recent        []*ParkedEntity `protobuf:"bytes,2,rep,name=recent,proto3" json:"recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParkedStatus) Reset() {
+	*x = ParkedStatus{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParkedStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParkedStatus) ProtoMessage() {}
+
+func (x *ParkedStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParkedStatus.ProtoReflect.Descriptor instead.
+func (*ParkedStatus) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ParkedStatus) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ParkedStatus) GetRecent() []*ParkedEntity {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+// ParkedEntity is an entity Port refused for good.
+type ParkedEntity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Backstage entity ref.
+	EntityRef string `protobuf:"bytes,1,opt,name=entity_ref,json=entityRef,proto3" json:"entity_ref,omitempty"`
+	// When it was parked.
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The Port blueprint.
+	Blueprint string `protobuf:"bytes,3,opt,name=blueprint,proto3" json:"blueprint,omitempty"`
+	// The Port entity identifier.
+	Identifier string `protobuf:"bytes,4,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// Port's HTTP status.
+	PortStatus int32 `protobuf:"varint,5,opt,name=port_status,json=portStatus,proto3" json:"port_status,omitempty"`
+	// Port's message.
+	Message       string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParkedEntity) Reset() {
+	*x = ParkedEntity{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParkedEntity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParkedEntity) ProtoMessage() {}
+
+func (x *ParkedEntity) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParkedEntity.ProtoReflect.Descriptor instead.
+func (*ParkedEntity) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ParkedEntity) GetEntityRef() string {
+	if x != nil {
+		return x.EntityRef
+	}
+	return ""
+}
+
+func (x *ParkedEntity) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ParkedEntity) GetBlueprint() string {
+	if x != nil {
+		return x.Blueprint
+	}
+	return ""
+}
+
+func (x *ParkedEntity) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *ParkedEntity) GetPortStatus() int32 {
+	if x != nil {
+		return x.PortStatus
+	}
+	return 0
+}
+
+func (x *ParkedEntity) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// EntityConflict is a Port entity several Backstage entities map to. The
+// first ref in sort order writes it; the others only claim it, so it stays
+// while any of them still maps to it.
+type EntityConflict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it was found.
+	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Where: "change", "resync" or "verify".
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// The Port blueprint.
+	Blueprint string `protobuf:"bytes,3,opt,name=blueprint,proto3" json:"blueprint,omitempty"`
+	// The Port entity identifier.
+	Identifier string `protobuf:"bytes,4,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// The Backstage entity refs that map to it, sorted.
+	EntityRefs []string `protobuf:"bytes,5,rep,name=entity_refs,json=entityRefs,proto3" json:"entity_refs,omitempty"`
+	// The ref whose content Port gets.
+	Winner        string `protobuf:"bytes,6,opt,name=winner,proto3" json:"winner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntityConflict) Reset() {
+	*x = EntityConflict{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntityConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntityConflict) ProtoMessage() {}
+
+func (x *EntityConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntityConflict.ProtoReflect.Descriptor instead.
+func (*EntityConflict) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *EntityConflict) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *EntityConflict) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *EntityConflict) GetBlueprint() string {
+	if x != nil {
+		return x.Blueprint
+	}
+	return ""
+}
+
+func (x *EntityConflict) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *EntityConflict) GetEntityRefs() []string {
+	if x != nil {
+		return x.EntityRefs
+	}
+	return nil
+}
+
+func (x *EntityConflict) GetWinner() string {
+	if x != nil {
+		return x.Winner
+	}
+	return ""
+}
+
+// DeletionGuardStatus describes the one guard every deletion passes.
+type DeletionGuardStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// entityDeletionThreshold: the largest share of owned entities one plan
+	// may delete (0 forbids deletion).
+	Threshold float64 `protobuf:"fixed64,1,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// The window over which change-path deletions are counted.
+	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// The last time the guard refused deletions.
+	LastRefusal *DeletionRefusal `protobuf:"bytes,3,opt,name=last_refusal,json=lastRefusal,proto3" json:"last_refusal,omitempty"`
+	// Entities whose deletion was refused since start, per path ("change",
+	// "resync").
+	Refused       map[string]uint64 `protobuf:"bytes,4,rep,name=refused,proto3" json:"refused,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletionGuardStatus) Reset() {
+	*x = DeletionGuardStatus{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletionGuardStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletionGuardStatus) ProtoMessage() {}
+
+func (x *DeletionGuardStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletionGuardStatus.ProtoReflect.Descriptor instead.
+func (*DeletionGuardStatus) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeletionGuardStatus) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *DeletionGuardStatus) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *DeletionGuardStatus) GetLastRefusal() *DeletionRefusal {
+	if x != nil {
+		return x.LastRefusal
+	}
+	return nil
+}
+
+func (x *DeletionGuardStatus) GetRefused() map[string]uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+// DeletionRefusal is one refusal of the deletion guard.
+type DeletionRefusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When.
+	At *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Where: "change" or "resync".
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Why: "incomplete_scan", "threshold" or "disabled".
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What the guard said, with the numbers.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// How many deletions it refused.
+	Refused uint64 `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
+	// How many deletions it weighed (with the window's).
+	Planned uint64 `protobuf:"varint,6,opt,name=planned,proto3" json:"planned,omitempty"`
+	// How many owned entities it weighed them against.
+	Owned         uint64 `protobuf:"varint,7,opt,name=owned,proto3" json:"owned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletionRefusal) Reset() {
+	*x = DeletionRefusal{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletionRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletionRefusal) ProtoMessage() {}
+
+func (x *DeletionRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletionRefusal.ProtoReflect.Descriptor instead.
+func (*DeletionRefusal) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeletionRefusal) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DeletionRefusal) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DeletionRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeletionRefusal) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeletionRefusal) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *DeletionRefusal) GetPlanned() uint64 {
+	if x != nil {
+		return x.Planned
+	}
+	return 0
+}
+
+func (x *DeletionRefusal) GetOwned() uint64 {
+	if x != nil {
+		return x.Owned
+	}
+	return 0
+}
+
+// QuarantinedChange is a queued change that could not be decoded or mapped.
+type QuarantinedChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its queue sequence number.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// When it was quarantined.
+	At *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	// Why.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Its size in bytes.
+	Size          uint64 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuarantinedChange) Reset() {
+	*x = QuarantinedChange{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuarantinedChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuarantinedChange) ProtoMessage() {}
+
+func (x *QuarantinedChange) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuarantinedChange.ProtoReflect.Descriptor instead.
+func (*QuarantinedChange) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *QuarantinedChange) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *QuarantinedChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *QuarantinedChange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *QuarantinedChange) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // QueueStatus describes the durable change queue.
 type QueueStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -785,13 +1465,17 @@ type QueueStatus struct {
 	Retrying uint64 `protobuf:"varint,3,opt,name=retrying,proto3" json:"retrying,omitempty"`
 	// Deletions waiting for their grace period to end.
 	PendingDeletions uint64 `protobuf:"varint,4,opt,name=pending_deletions,json=pendingDeletions,proto3" json:"pending_deletions,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Queued changes moved to the quarantine (kept in the state file).
+	Quarantined uint64 `protobuf:"varint,5,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// The newest quarantined changes (at most 5).
+	RecentQuarantined []*QuarantinedChange `protobuf:"bytes,6,rep,name=recent_quarantined,json=recentQuarantined,proto3" json:"recent_quarantined,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *QueueStatus) Reset() {
 	*x = QueueStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1487,7 @@ func (x *QueueStatus) String() string {
 func (*QueueStatus) ProtoMessage() {}
 
 func (x *QueueStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1500,7 @@ func (x *QueueStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
 func (*QueueStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *QueueStatus) GetDepth() uint64 {
@@ -847,6 +1531,20 @@ func (x *QueueStatus) GetPendingDeletions() uint64 {
 	return 0
 }
 
+func (x *QueueStatus) GetQuarantined() uint64 {
+	if x != nil {
+		return x.Quarantined
+	}
+	return 0
+}
+
+func (x *QueueStatus) GetRecentQuarantined() []*QuarantinedChange {
+	if x != nil {
+		return x.RecentQuarantined
+	}
+	return nil
+}
+
 // ResyncStatus describes one resync or verify pass.
 type ResyncStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -858,7 +1556,7 @@ type ResyncStatus struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// When it ended; unset while running.
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	// "running", "succeeded" or "failed".
+	// "pending", "running", "succeeded" or "failed".
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// The error that ended it, if it failed.
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
@@ -869,13 +1567,23 @@ type ResyncStatus struct {
 	// Why planned deletions were not applied (threshold, policy, incomplete
 	// scan); empty when they were applied or none were planned.
 	DeletionsSkippedReason string `protobuf:"bytes,9,opt,name=deletions_skipped_reason,json=deletionsSkippedReason,proto3" json:"deletions_skipped_reason,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// Deletions the guard refused in this pass.
+	RefusedDeletions uint64 `protobuf:"varint,10,opt,name=refused_deletions,json=refusedDeletions,proto3" json:"refused_deletions,omitempty"`
+	// Why the guard refused: "incomplete_scan", "threshold" or "disabled".
+	RefusalReason string `protobuf:"bytes,11,opt,name=refusal_reason,json=refusalReason,proto3" json:"refusal_reason,omitempty"`
+	// Port entities found mapped from several Backstage entities.
+	Conflicts uint64 `protobuf:"varint,12,opt,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Changes the policy held back.
+	Suppressed uint64 `protobuf:"varint,13,opt,name=suppressed,proto3" json:"suppressed,omitempty"`
+	// The catalog's totalItems; -1 while unknown.
+	TotalItems    int64 `protobuf:"varint,14,opt,name=total_items,json=totalItems,proto3" json:"total_items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ResyncStatus) Reset() {
 	*x = ResyncStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1595,7 @@ func (x *ResyncStatus) String() string {
 func (*ResyncStatus) ProtoMessage() {}
 
 func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1608,7 @@ func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncStatus.ProtoReflect.Descriptor instead.
 func (*ResyncStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResyncStatus) GetId() string {
@@ -966,6 +1674,41 @@ func (x *ResyncStatus) GetDeletionsSkippedReason() string {
 	return ""
 }
 
+func (x *ResyncStatus) GetRefusedDeletions() uint64 {
+	if x != nil {
+		return x.RefusedDeletions
+	}
+	return 0
+}
+
+func (x *ResyncStatus) GetRefusalReason() string {
+	if x != nil {
+		return x.RefusalReason
+	}
+	return ""
+}
+
+func (x *ResyncStatus) GetConflicts() uint64 {
+	if x != nil {
+		return x.Conflicts
+	}
+	return 0
+}
+
+func (x *ResyncStatus) GetSuppressed() uint64 {
+	if x != nil {
+		return x.Suppressed
+	}
+	return 0
+}
+
+func (x *ResyncStatus) GetTotalItems() int64 {
+	if x != nil {
+		return x.TotalItems
+	}
+	return 0
+}
+
 // SyncCounts counts what a pass did.
 type SyncCounts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -987,7 +1730,7 @@ type SyncCounts struct {
 
 func (x *SyncCounts) Reset() {
 	*x = SyncCounts{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1742,7 @@ func (x *SyncCounts) String() string {
 func (*SyncCounts) ProtoMessage() {}
 
 func (x *SyncCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1755,7 @@ func (x *SyncCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncCounts.ProtoReflect.Descriptor instead.
 func (*SyncCounts) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SyncCounts) GetSeen() uint64 {
@@ -1075,7 +1818,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1830,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1843,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PeerStatus) GetReachable() bool {
@@ -1148,7 +1891,7 @@ type RateLimitStatus struct {
 
 func (x *RateLimitStatus) Reset() {
 	*x = RateLimitStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1903,7 @@ func (x *RateLimitStatus) String() string {
 func (*RateLimitStatus) ProtoMessage() {}
 
 func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1916,7 @@ func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitStatus.ProtoReflect.Descriptor instead.
 func (*RateLimitStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RateLimitStatus) GetRemaining() int64 {
@@ -1218,7 +1961,7 @@ type PreviewMappingRequest struct {
 
 func (x *PreviewMappingRequest) Reset() {
 	*x = PreviewMappingRequest{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1973,7 @@ func (x *PreviewMappingRequest) String() string {
 func (*PreviewMappingRequest) ProtoMessage() {}
 
 func (x *PreviewMappingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1986,7 @@ func (x *PreviewMappingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewMappingRequest.ProtoReflect.Descriptor instead.
 func (*PreviewMappingRequest) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PreviewMappingRequest) GetEntity() *structpb.Struct {
@@ -1276,7 +2019,7 @@ type PreviewMappingResponse struct {
 
 func (x *PreviewMappingResponse) Reset() {
 	*x = PreviewMappingResponse{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +2031,7 @@ func (x *PreviewMappingResponse) String() string {
 func (*PreviewMappingResponse) ProtoMessage() {}
 
 func (x *PreviewMappingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +2044,7 @@ func (x *PreviewMappingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewMappingResponse.ProtoReflect.Descriptor instead.
 func (*PreviewMappingResponse) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PreviewMappingResponse) GetEntities() []*MappedEntity {
@@ -1345,7 +2088,7 @@ type MappedEntity struct {
 
 func (x *MappedEntity) Reset() {
 	*x = MappedEntity{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +2100,7 @@ func (x *MappedEntity) String() string {
 func (*MappedEntity) ProtoMessage() {}
 
 func (x *MappedEntity) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +2113,7 @@ func (x *MappedEntity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedEntity.ProtoReflect.Descriptor instead.
 func (*MappedEntity) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MappedEntity) GetResourceIndex() uint32 {
@@ -1423,7 +2166,7 @@ type MappingWarning struct {
 
 func (x *MappingWarning) Reset() {
 	*x = MappingWarning{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +2178,7 @@ func (x *MappingWarning) String() string {
 func (*MappingWarning) ProtoMessage() {}
 
 func (x *MappingWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +2191,7 @@ func (x *MappingWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappingWarning.ProtoReflect.Descriptor instead.
 func (*MappingWarning) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MappingWarning) GetResourceIndex() uint32 {
@@ -1513,7 +2256,7 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\x15TriggerResyncResponse\x12\x1b\n" +
 	"\tresync_id\x18\x01 \x01(\tR\bresyncId\x12'\n" +
 	"\x0falready_running\x18\x02 \x01(\bR\x0ealreadyRunning\"\x12\n" +
-	"\x10GetStatusRequest\"\xc7\x05\n" +
+	"\x10GetStatusRequest\"\xb0\b\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -1530,16 +2273,86 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\vlast_verify\x18\n" +
 	" \x01(\v2\x1b.portbridge.v1.ResyncStatusR\n" +
 	"lastVerify\x12Z\n" +
-	"\x0eowned_entities\x18\v \x03(\v23.portbridge.v1.GetStatusResponse.OwnedEntitiesEntryR\rownedEntities\x1a@\n" +
+	"\x0eowned_entities\x18\v \x03(\v23.portbridge.v1.GetStatusResponse.OwnedEntitiesEntryR\rownedEntities\x12E\n" +
+	"\x0frecent_failures\x18\f \x03(\v2\x1c.portbridge.v1.EntityFailureR\x0erecentFailures\x123\n" +
+	"\x06parked\x18\r \x01(\v2\x1b.portbridge.v1.ParkedStatusR\x06parked\x12H\n" +
+	"\x10recent_conflicts\x18\x0e \x03(\v2\x1d.portbridge.v1.EntityConflictR\x0frecentConflicts\x12I\n" +
+	"\x0edeletion_guard\x18\x0f \x01(\v2\".portbridge.v1.DeletionGuardStatusR\rdeletionGuard\x12>\n" +
+	"\rlast_error_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x16\n" +
+	"\x06policy\x18\x11 \x01(\tR\x06policy\x1a@\n" +
 	"\x12OwnedEntitiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xa6\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd4\x02\n" +
+	"\rEntityFailure\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1d\n" +
+	"\n" +
+	"entity_ref\x18\x03 \x01(\tR\tentityRef\x12\x1c\n" +
+	"\tblueprint\x18\x04 \x01(\tR\tblueprint\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x05 \x01(\tR\n" +
+	"identifier\x12\x16\n" +
+	"\x06action\x18\x06 \x01(\tR\x06action\x12\x1f\n" +
+	"\vport_status\x18\a \x01(\x05R\n" +
+	"portStatus\x12\x1b\n" +
+	"\tport_code\x18\b \x01(\tR\bportCode\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\x12\x1c\n" +
+	"\tpermanent\x18\n" +
+	" \x01(\bR\tpermanent\x12\x18\n" +
+	"\aattempt\x18\v \x01(\rR\aattempt\"Y\n" +
+	"\fParkedStatus\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x123\n" +
+	"\x06recent\x18\x02 \x03(\v2\x1b.portbridge.v1.ParkedEntityR\x06recent\"\xd2\x01\n" +
+	"\fParkedEntity\x12\x1d\n" +
+	"\n" +
+	"entity_ref\x18\x01 \x01(\tR\tentityRef\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1c\n" +
+	"\tblueprint\x18\x03 \x01(\tR\tblueprint\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x04 \x01(\tR\n" +
+	"identifier\x12\x1f\n" +
+	"\vport_status\x18\x05 \x01(\x05R\n" +
+	"portStatus\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"\xc7\x01\n" +
+	"\x0eEntityConflict\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1c\n" +
+	"\tblueprint\x18\x03 \x01(\tR\tblueprint\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x04 \x01(\tR\n" +
+	"identifier\x12\x1f\n" +
+	"\ventity_refs\x18\x05 \x03(\tR\n" +
+	"entityRefs\x12\x16\n" +
+	"\x06winner\x18\x06 \x01(\tR\x06winner\"\xb0\x02\n" +
+	"\x13DeletionGuardStatus\x12\x1c\n" +
+	"\tthreshold\x18\x01 \x01(\x01R\tthreshold\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12A\n" +
+	"\flast_refusal\x18\x03 \x01(\v2\x1e.portbridge.v1.DeletionRefusalR\vlastRefusal\x12I\n" +
+	"\arefused\x18\x04 \x03(\v2/.portbridge.v1.DeletionGuardStatus.RefusedEntryR\arefused\x1a:\n" +
+	"\fRefusedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xcd\x01\n" +
+	"\x0fDeletionRefusal\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\x12\x18\n" +
+	"\aplanned\x18\x06 \x01(\x04R\aplanned\x12\x14\n" +
+	"\x05owned\x18\a \x01(\x04R\x05owned\"}\n" +
+	"\x11QuarantinedChange\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\"\x99\x02\n" +
 	"\vQueueStatus\x12\x14\n" +
 	"\x05depth\x18\x01 \x01(\x04R\x05depth\x128\n" +
 	"\n" +
 	"oldest_age\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\toldestAge\x12\x1a\n" +
 	"\bretrying\x18\x03 \x01(\x04R\bretrying\x12+\n" +
-	"\x11pending_deletions\x18\x04 \x01(\x04R\x10pendingDeletions\"\xe5\x03\n" +
+	"\x11pending_deletions\x18\x04 \x01(\x04R\x10pendingDeletions\x12 \n" +
+	"\vquarantined\x18\x05 \x01(\x04R\vquarantined\x12O\n" +
+	"\x12recent_quarantined\x18\x06 \x03(\v2 .portbridge.v1.QuarantinedChangeR\x11recentQuarantined\"\x98\x05\n" +
 	"\fResyncStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\atrigger\x18\x02 \x01(\tR\atrigger\x129\n" +
@@ -1551,7 +2364,16 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x121\n" +
 	"\x06totals\x18\a \x01(\v2\x19.portbridge.v1.SyncCountsR\x06totals\x12C\n" +
 	"\bper_kind\x18\b \x03(\v2(.portbridge.v1.ResyncStatus.PerKindEntryR\aperKind\x128\n" +
-	"\x18deletions_skipped_reason\x18\t \x01(\tR\x16deletionsSkippedReason\x1aU\n" +
+	"\x18deletions_skipped_reason\x18\t \x01(\tR\x16deletionsSkippedReason\x12+\n" +
+	"\x11refused_deletions\x18\n" +
+	" \x01(\x04R\x10refusedDeletions\x12%\n" +
+	"\x0erefusal_reason\x18\v \x01(\tR\rrefusalReason\x12\x1c\n" +
+	"\tconflicts\x18\f \x01(\x04R\tconflicts\x12\x1e\n" +
+	"\n" +
+	"suppressed\x18\r \x01(\x04R\n" +
+	"suppressed\x12\x1f\n" +
+	"\vtotal_items\x18\x0e \x01(\x03R\n" +
+	"totalItems\x1aU\n" +
 	"\fPerKindEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.portbridge.v1.SyncCountsR\x05value:\x028\x01\"\xa2\x01\n" +
@@ -1613,7 +2435,7 @@ func file_portbridge_v1_bridge_proto_rawDescGZIP() []byte {
 	return file_portbridge_v1_bridge_proto_rawDescData
 }
 
-var file_portbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_portbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_portbridge_v1_bridge_proto_goTypes = []any{
 	(*Change)(nil),                 // 0: portbridge.v1.Change
 	(*Upserted)(nil),               // 1: portbridge.v1.Upserted
@@ -1626,66 +2448,89 @@ var file_portbridge_v1_bridge_proto_goTypes = []any{
 	(*TriggerResyncResponse)(nil),  // 8: portbridge.v1.TriggerResyncResponse
 	(*GetStatusRequest)(nil),       // 9: portbridge.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),      // 10: portbridge.v1.GetStatusResponse
-	(*QueueStatus)(nil),            // 11: portbridge.v1.QueueStatus
-	(*ResyncStatus)(nil),           // 12: portbridge.v1.ResyncStatus
-	(*SyncCounts)(nil),             // 13: portbridge.v1.SyncCounts
-	(*PeerStatus)(nil),             // 14: portbridge.v1.PeerStatus
-	(*RateLimitStatus)(nil),        // 15: portbridge.v1.RateLimitStatus
-	(*PreviewMappingRequest)(nil),  // 16: portbridge.v1.PreviewMappingRequest
-	(*PreviewMappingResponse)(nil), // 17: portbridge.v1.PreviewMappingResponse
-	(*MappedEntity)(nil),           // 18: portbridge.v1.MappedEntity
-	(*MappingWarning)(nil),         // 19: portbridge.v1.MappingWarning
-	nil,                            // 20: portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
-	nil,                            // 21: portbridge.v1.ResyncStatus.PerKindEntry
-	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),        // 23: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 24: google.protobuf.Duration
+	(*EntityFailure)(nil),          // 11: portbridge.v1.EntityFailure
+	(*ParkedStatus)(nil),           // 12: portbridge.v1.ParkedStatus
+	(*ParkedEntity)(nil),           // 13: portbridge.v1.ParkedEntity
+	(*EntityConflict)(nil),         // 14: portbridge.v1.EntityConflict
+	(*DeletionGuardStatus)(nil),    // 15: portbridge.v1.DeletionGuardStatus
+	(*DeletionRefusal)(nil),        // 16: portbridge.v1.DeletionRefusal
+	(*QuarantinedChange)(nil),      // 17: portbridge.v1.QuarantinedChange
+	(*QueueStatus)(nil),            // 18: portbridge.v1.QueueStatus
+	(*ResyncStatus)(nil),           // 19: portbridge.v1.ResyncStatus
+	(*SyncCounts)(nil),             // 20: portbridge.v1.SyncCounts
+	(*PeerStatus)(nil),             // 21: portbridge.v1.PeerStatus
+	(*RateLimitStatus)(nil),        // 22: portbridge.v1.RateLimitStatus
+	(*PreviewMappingRequest)(nil),  // 23: portbridge.v1.PreviewMappingRequest
+	(*PreviewMappingResponse)(nil), // 24: portbridge.v1.PreviewMappingResponse
+	(*MappedEntity)(nil),           // 25: portbridge.v1.MappedEntity
+	(*MappingWarning)(nil),         // 26: portbridge.v1.MappingWarning
+	nil,                            // 27: portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
+	nil,                            // 28: portbridge.v1.DeletionGuardStatus.RefusedEntry
+	nil,                            // 29: portbridge.v1.ResyncStatus.PerKindEntry
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),        // 31: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
 }
 var file_portbridge_v1_bridge_proto_depIdxs = []int32{
-	22, // 0: portbridge.v1.Change.observed_at:type_name -> google.protobuf.Timestamp
+	30, // 0: portbridge.v1.Change.observed_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: portbridge.v1.Change.upserted:type_name -> portbridge.v1.Upserted
 	2,  // 2: portbridge.v1.Change.deleted:type_name -> portbridge.v1.Deleted
-	23, // 3: portbridge.v1.Upserted.entity:type_name -> google.protobuf.Struct
+	31, // 3: portbridge.v1.Upserted.entity:type_name -> google.protobuf.Struct
 	0,  // 4: portbridge.v1.PublishChangesRequest.changes:type_name -> portbridge.v1.Change
 	0,  // 5: portbridge.v1.StreamChangesRequest.changes:type_name -> portbridge.v1.Change
-	22, // 6: portbridge.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	11, // 7: portbridge.v1.GetStatusResponse.queue:type_name -> portbridge.v1.QueueStatus
-	12, // 8: portbridge.v1.GetStatusResponse.last_resync:type_name -> portbridge.v1.ResyncStatus
-	12, // 9: portbridge.v1.GetStatusResponse.current_resync:type_name -> portbridge.v1.ResyncStatus
-	14, // 10: portbridge.v1.GetStatusResponse.port:type_name -> portbridge.v1.PeerStatus
-	14, // 11: portbridge.v1.GetStatusResponse.backstage:type_name -> portbridge.v1.PeerStatus
-	15, // 12: portbridge.v1.GetStatusResponse.port_rate_limit:type_name -> portbridge.v1.RateLimitStatus
-	12, // 13: portbridge.v1.GetStatusResponse.last_verify:type_name -> portbridge.v1.ResyncStatus
-	20, // 14: portbridge.v1.GetStatusResponse.owned_entities:type_name -> portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
-	24, // 15: portbridge.v1.QueueStatus.oldest_age:type_name -> google.protobuf.Duration
-	22, // 16: portbridge.v1.ResyncStatus.started_at:type_name -> google.protobuf.Timestamp
-	22, // 17: portbridge.v1.ResyncStatus.finished_at:type_name -> google.protobuf.Timestamp
-	13, // 18: portbridge.v1.ResyncStatus.totals:type_name -> portbridge.v1.SyncCounts
-	21, // 19: portbridge.v1.ResyncStatus.per_kind:type_name -> portbridge.v1.ResyncStatus.PerKindEntry
-	22, // 20: portbridge.v1.PeerStatus.last_success:type_name -> google.protobuf.Timestamp
-	22, // 21: portbridge.v1.RateLimitStatus.reset_at:type_name -> google.protobuf.Timestamp
-	24, // 22: portbridge.v1.RateLimitStatus.waited:type_name -> google.protobuf.Duration
-	23, // 23: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
-	18, // 24: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
-	19, // 25: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
-	19, // 26: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
-	23, // 27: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
-	13, // 28: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
-	3,  // 29: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
-	5,  // 30: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
-	7,  // 31: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
-	9,  // 32: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
-	16, // 33: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
-	4,  // 34: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
-	6,  // 35: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
-	8,  // 36: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
-	10, // 37: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
-	17, // 38: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
-	34, // [34:39] is the sub-list for method output_type
-	29, // [29:34] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	30, // 6: portbridge.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	18, // 7: portbridge.v1.GetStatusResponse.queue:type_name -> portbridge.v1.QueueStatus
+	19, // 8: portbridge.v1.GetStatusResponse.last_resync:type_name -> portbridge.v1.ResyncStatus
+	19, // 9: portbridge.v1.GetStatusResponse.current_resync:type_name -> portbridge.v1.ResyncStatus
+	21, // 10: portbridge.v1.GetStatusResponse.port:type_name -> portbridge.v1.PeerStatus
+	21, // 11: portbridge.v1.GetStatusResponse.backstage:type_name -> portbridge.v1.PeerStatus
+	22, // 12: portbridge.v1.GetStatusResponse.port_rate_limit:type_name -> portbridge.v1.RateLimitStatus
+	19, // 13: portbridge.v1.GetStatusResponse.last_verify:type_name -> portbridge.v1.ResyncStatus
+	27, // 14: portbridge.v1.GetStatusResponse.owned_entities:type_name -> portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
+	11, // 15: portbridge.v1.GetStatusResponse.recent_failures:type_name -> portbridge.v1.EntityFailure
+	12, // 16: portbridge.v1.GetStatusResponse.parked:type_name -> portbridge.v1.ParkedStatus
+	14, // 17: portbridge.v1.GetStatusResponse.recent_conflicts:type_name -> portbridge.v1.EntityConflict
+	15, // 18: portbridge.v1.GetStatusResponse.deletion_guard:type_name -> portbridge.v1.DeletionGuardStatus
+	30, // 19: portbridge.v1.GetStatusResponse.last_error_at:type_name -> google.protobuf.Timestamp
+	30, // 20: portbridge.v1.EntityFailure.at:type_name -> google.protobuf.Timestamp
+	13, // 21: portbridge.v1.ParkedStatus.recent:type_name -> portbridge.v1.ParkedEntity
+	30, // 22: portbridge.v1.ParkedEntity.at:type_name -> google.protobuf.Timestamp
+	30, // 23: portbridge.v1.EntityConflict.at:type_name -> google.protobuf.Timestamp
+	32, // 24: portbridge.v1.DeletionGuardStatus.window:type_name -> google.protobuf.Duration
+	16, // 25: portbridge.v1.DeletionGuardStatus.last_refusal:type_name -> portbridge.v1.DeletionRefusal
+	28, // 26: portbridge.v1.DeletionGuardStatus.refused:type_name -> portbridge.v1.DeletionGuardStatus.RefusedEntry
+	30, // 27: portbridge.v1.DeletionRefusal.at:type_name -> google.protobuf.Timestamp
+	30, // 28: portbridge.v1.QuarantinedChange.at:type_name -> google.protobuf.Timestamp
+	32, // 29: portbridge.v1.QueueStatus.oldest_age:type_name -> google.protobuf.Duration
+	17, // 30: portbridge.v1.QueueStatus.recent_quarantined:type_name -> portbridge.v1.QuarantinedChange
+	30, // 31: portbridge.v1.ResyncStatus.started_at:type_name -> google.protobuf.Timestamp
+	30, // 32: portbridge.v1.ResyncStatus.finished_at:type_name -> google.protobuf.Timestamp
+	20, // 33: portbridge.v1.ResyncStatus.totals:type_name -> portbridge.v1.SyncCounts
+	29, // 34: portbridge.v1.ResyncStatus.per_kind:type_name -> portbridge.v1.ResyncStatus.PerKindEntry
+	30, // 35: portbridge.v1.PeerStatus.last_success:type_name -> google.protobuf.Timestamp
+	30, // 36: portbridge.v1.RateLimitStatus.reset_at:type_name -> google.protobuf.Timestamp
+	32, // 37: portbridge.v1.RateLimitStatus.waited:type_name -> google.protobuf.Duration
+	31, // 38: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
+	25, // 39: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
+	26, // 40: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
+	26, // 41: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
+	31, // 42: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
+	20, // 43: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
+	3,  // 44: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
+	5,  // 45: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
+	7,  // 46: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
+	9,  // 47: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
+	23, // 48: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
+	4,  // 49: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
+	6,  // 50: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
+	8,  // 51: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
+	10, // 52: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
+	24, // 53: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
+	49, // [49:54] is the sub-list for method output_type
+	44, // [44:49] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_portbridge_v1_bridge_proto_init() }
@@ -1703,7 +2548,7 @@ func file_portbridge_v1_bridge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portbridge_v1_bridge_proto_rawDesc), len(file_portbridge_v1_bridge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
