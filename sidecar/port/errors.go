@@ -25,6 +25,7 @@ const (
 	CodeInvalidIdentifier      = "invalid_identifier"  // client-side: rejected before sending
 	CodeEntityTooLarge         = "entity_too_large"    // client-side: one entity exceeds the body limit
 	CodeMissingResult          = "missing_result"      // Port's bulk answer had no result for an index
+	CodeItemFailed             = "item_failed"         // Port marked a bulk result failed without saying why
 	CodeUnexpectedResponse     = "unexpected_response" // a body that is not Port's envelope
 	CodeRequestFailed          = "request_failed"      // no answer: network error or context done
 )
