@@ -375,8 +375,9 @@ func (e *Emulator) DeleteEntity(blueprint, id string) error {
 // Snapshot is the whole state of the emulator, as Dump returns it and as
 // the persistence file holds it.
 type Snapshot struct {
-	Blueprints []map[string]any     `json:"blueprints"`
-	Entities   map[string][]*record `json:"entities"`
+	Blueprints   []map[string]any        `json:"blueprints"`
+	Entities     map[string][]*record    `json:"entities"`
+	Integrations map[string]*integration `json:"integrations,omitempty"`
 }
 
 // Dump returns the catalog as JSON (blueprints, and entities per blueprint
@@ -388,7 +389,7 @@ func (e *Emulator) Dump() ([]byte, error) {
 }
 
 func (e *Emulator) snapshotLocked() Snapshot {
-	snap := Snapshot{Entities: map[string][]*record{}}
+	snap := Snapshot{Entities: map[string][]*record{}, Integrations: e.st.integrations}
 	for _, id := range slices.Sorted(maps.Keys(e.st.blueprints)) {
 		bs := e.st.blueprints[id]
 		snap.Blueprints = append(snap.Blueprints, bs.raw)
@@ -422,6 +423,12 @@ func toMap(v any) (map[string]any, error) {
 //	PUT    /_emulator/entities/{b}?datasource=NAME&merge=true   PutEntity (body: the entity)
 //	DELETE /_emulator/entities/{b}/{id}     DeleteEntity
 //	POST   /_emulator/save                  Save
+//	GET    /_emulator/integrations          Integrations (with resync-state history, resync requests, examples per kind, logs)
+//	GET    /_emulator/integrations/{id}     Integration
+//	PUT    /_emulator/integrations/{id}     PutIntegration (body as POST /v1/integration; installationId from the path)
+//	POST   /_emulator/integrations/{id}/resync   RequestResync: the resync button of Port's UI
+//	PUT    /_emulator/integrations/{id}/config   EditIntegrationConfig (body: the config): a user editing the mapping in Port's UI
+//	POST   /_emulator/ingest/logs/{id}      the log sink of logAttributes.ingestUrl ({logs: [...]}); metrics and data sinks accept and drop
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/_emulator/")
 	segs := strings.Split(rest, "/")
@@ -434,6 +441,9 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok := map[string]any{"ok": true}
+	if e.serveIntegrationAdmin(w, r, segs, body) {
+		return
+	}
 	switch {
 	case r.Method == "POST" && rest == "reset":
 		e.Reset()

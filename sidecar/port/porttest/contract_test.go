@@ -34,7 +34,8 @@ import (
 // or path stands for x repeated N times. CODE is Port's
 // `error` value for answers ≥ 400. An assertion is path=JSON (a dotted
 // path into the answer equals the JSON value), #path=N (the array at path
-// has N elements) or path! (absent). Every case runs against a fresh
+// has N elements), path? (present, not null) or path! (absent). Every case
+// runs against a fresh
 // contractFixture.
 
 type contractCase struct {
@@ -112,8 +113,18 @@ func parseContract(t *testing.T, file string) []contractCase {
 			h, v, _ := strings.Cut(val, ":")
 			cur.headers = append(cur.headers, [2]string{strings.TrimSpace(h), strings.TrimSpace(v)})
 		case "send":
+			if cur.send.method != "" {
+				err = fmt.Errorf("a second send in one case")
+				break
+			}
+			want := cur.send.want
 			cur.send, err = parseRequest(val, false)
+			cur.send.want = want
 		case "want":
+			if cur.send.want.status != 0 {
+				err = fmt.Errorf("a second want in one case")
+				break
+			}
 			cur.send.want, err = parseWant(val)
 		case "setup", "check":
 			var st contractStep
@@ -295,6 +306,10 @@ func (w contractWant) verify(status int, out map[string]any) error {
 			if want, _ := strconv.Atoi(n); !ok || len(arr) != want {
 				return fmt.Errorf("%s: %d elements (%v), want %s", path, len(arr), v, n)
 			}
+		case strings.HasSuffix(a, "?"):
+			if v, found := lookup(out, strings.TrimSuffix(a, "?")); !found || v == nil {
+				return fmt.Errorf("%s is missing or null", strings.TrimSuffix(a, "?"))
+			}
 		case strings.HasSuffix(a, "!"):
 			if v, found := lookup(out, strings.TrimSuffix(a, "!")); found {
 				return fmt.Errorf("%s is %v, want it absent", strings.TrimSuffix(a, "!"), v)
@@ -328,6 +343,7 @@ func (w contractWant) verify(status int, out map[string]any) error {
 //	            the past, released 2024-01-01), svc2 (Python, 80, deps
 //	            [svc1], expiry far in the future); component comp1
 //	            (system_req sys1)
+//	integration int1 (backstage, version 1.0.0, one component resource)
 func contractFixture(t testing.TB) *Emulator {
 	t.Helper()
 	e := New(Options{})
@@ -380,6 +396,9 @@ func contractFixture(t testing.TB) *Emulator {
 			t.Fatal(err)
 		}
 	}
+	must(e.PutIntegration(map[string]any{"installationId": "int1", "installationAppType": "backstage", "version": "1.0.0",
+		"config": map[string]any{"resources": []any{map[string]any{"kind": "component", "selector": map[string]any{"query": "true"},
+			"port": map[string]any{"entity": map[string]any{"mappings": map[string]any{"identifier": ".metadata.name", "blueprint": "\"service\""}}}}}}}))
 	return e
 }
 

@@ -196,7 +196,9 @@ func (rt route) name() string { return rt.method + " " + rt.pattern }
 
 // routes lists the /v1 routes; literal routes come before patterns that
 // could also match them.
-var routes = []route{
+var routes = append(catalogRoutes, integrationRoutes...)
+
+var catalogRoutes = []route{
 	newRoute("POST", "/v1/auth/access_token", handleToken).takes(tokenBody),
 	newRoute("GET", "/v1/organization", handleOrganization),
 	newRoute("POST", "/v1/entities/search", handleSearchAll).entities().query(entityListParams).takes(globalQuery),
