@@ -69,6 +69,7 @@ type Client struct {
 	base        string
 	userAgent   string
 	integration string
+	version     string
 	id          string
 	secret      string
 	http        *http.Client
@@ -144,7 +145,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	return &Client{
-		base: base, userAgent: ua, integration: ident, id: cfg.ClientID, secret: cfg.ClientSecret,
+		base: base, userAgent: ua, integration: ident, version: segment(cfg.Version, "dev"), id: cfg.ClientID, secret: cfg.ClientSecret,
 		http: hc, log: log, limiter: lim, sem: make(chan struct{}, conc),
 		retries: retries, baseDelay: delay, metrics: m,
 	}, nil
@@ -192,7 +193,8 @@ type call struct {
 	noAuth bool
 	// anyOK decodes a 2xx body whatever its top-level ok says (a bulk
 	// answer carries per-entity results even when ok is false).
-	anyOK bool
+	anyOK  bool
+	header http.Header // extra request headers
 }
 
 // do sends c, retrying as the package describes, and decodes a 2xx body
@@ -276,6 +278,9 @@ func (c *Client) send(ctx context.Context, req call) (int, http.Header, []byte, 
 	hreq, err := http.NewRequestWithContext(ctx, req.method, u, body)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	for k, v := range req.header {
+		hreq.Header[k] = v
 	}
 	hreq.Header.Set("User-Agent", c.userAgent)
 	hreq.Header.Set("Accept", "application/json")

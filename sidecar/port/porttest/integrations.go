@@ -178,10 +178,11 @@ func baseURL(r *http.Request) string {
 // requestResyncLocked creates a resync request; its updatedAt is always
 // later than the previous one's.
 func (in *integration) requestResyncLocked(now time.Time, reason string) ResyncRequest {
+	now = now.Truncate(time.Millisecond)
 	if n := len(in.ResyncRequests); n > 0 && !now.After(in.ResyncRequests[n-1].UpdatedAt) {
 		now = in.ResyncRequests[n-1].UpdatedAt.Add(time.Millisecond)
 	}
-	rr := ResyncRequest{ID: randomID("rr_"), UpdatedAt: now.Truncate(time.Millisecond), Reason: reason}
+	rr := ResyncRequest{ID: randomID("rr_"), UpdatedAt: now, Reason: reason}
 	in.ResyncRequests = append(in.ResyncRequests, rr)
 	return rr
 }
