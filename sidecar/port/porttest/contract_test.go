@@ -409,6 +409,14 @@ func TestContract(t *testing.T) {
 	if len(cases) < 150 {
 		t.Fatalf("the contract table has %d cases, want at least 150", len(cases))
 	}
+	// The README states the number of cases; keep it true.
+	readme, err := os.ReadFile("../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := regexp.MustCompile(`\*\*(\d+) cases\*\*`).FindSubmatch(readme); m == nil || string(m[1]) != strconv.Itoa(len(cases)) {
+		t.Errorf("README.md states %q contract cases, the table has %d", m, len(cases))
+	}
 	seen := map[string]int{}
 	for _, c := range cases {
 		name := c.op + "/" + c.name
