@@ -43,9 +43,7 @@ type Config struct {
 	// IntegrationIdentifier.
 	UserAgent string
 	// InstanceID is IntegrationIdentifier's former name, used when
-	// IntegrationIdentifier is empty.
-	//
-	// Deprecated: use IntegrationIdentifier.
+	// IntegrationIdentifier is empty; new code sets IntegrationIdentifier.
 	InstanceID        string
 	MaxConcurrency    int                   // cap on in-flight requests, default 8
 	RequestsPerSecond float64               // optional client-side limit, 0 = none (server headers still honoured)
