@@ -1,11 +1,16 @@
-// Package porttest is a strict, in-memory emulator of Port's REST API for
-// tests, benchmarks and `portbridge dev`. An *Emulator is an http.Handler:
-// mount it with httptest.NewServer or serve it as a process. It validates
-// everything the real API documents (and, where the real behaviour is
-// unknown, chooses the stricter answer), records the User-Agent of every
+// Package porttest is an in-memory emulator of Port's REST API for tests,
+// benchmarks and `portbridge dev`. An *Emulator is an http.Handler: mount
+// it with httptest.NewServer or serve it as a process. It accepts what
+// Port's published API reference accepts and refuses the rest with Port's
+// status and error envelope (contract.go, CONTRACT.md, the contract table
+// in testdata/contract.txt); where the reference is silent it follows
+// Port's observed behaviour, else the stricter answer. It covers
+// blueprints, entities, search, data sources and integrations (resync
+// requests and state, examples), records the User-Agent of every entity
 // write as the entity's data source, and has test hooks (Go methods and
 // non-/v1 admin routes under /_emulator/) for request counts, fault
-// injection, a rate budget, direct edits, reset and dumps.
+// injection, rate budgets per bucket, direct edits, the UI's resync button
+// and mapping edits, reset and dumps.
 package porttest
 
 import (
