@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -55,12 +52,8 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 			_ = store.Close()
 		}
 	}()
-	instance, err := instanceID(store)
-	if err != nil {
-		return nil, err
-	}
 	pc, err := port.New(port.Config{BaseURL: cfg.Port.BaseURL, ClientID: cfg.Port.ClientID, ClientSecret: cfg.Port.ClientSecret,
-		UserAgent: "portbridge/" + version.Version, InstanceID: instance, MaxConcurrency: cfg.Port.MaxConcurrency,
+		Version: version.Version, IntegrationIdentifier: cfg.Port.Integration.Identifier, MaxConcurrency: cfg.Port.MaxConcurrency,
 		RequestsPerSecond: cfg.Port.RequestsPerSecond, Logger: log.With("peer", "port"), Metrics: reg})
 	if err != nil {
 		return nil, fmt.Errorf("key port: %w", err)
@@ -184,27 +177,6 @@ func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps
 		}
 	}
 	return out, toCreate, nil
-}
-
-// instanceID returns this installation's id, made once and kept in the
-// state file; Port records it (in the User-Agent) as the data source.
-func instanceID(store *state.Store) (string, error) {
-	v, err := store.GetMeta("instance_id")
-	if err != nil {
-		return "", err
-	}
-	if len(v) > 0 {
-		return string(v), nil
-	}
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	id := hex.EncodeToString(b)
-	if err := store.PutMeta("instance_id", []byte(id)); err != nil {
-		return "", errors.Join(fmt.Errorf("store instance id"), err)
-	}
-	return id, nil
 }
 
 func (s *sidecar) close() error { return s.store.Close() }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/portbridge/portbridge/sidecar/port"
 )
 
 // Config is the whole configuration. Field tags: `yaml` is the key, `desc`
@@ -64,11 +66,17 @@ type Backstage struct {
 
 // Port configures the Port API client.
 type Port struct {
-	BaseURL           string  `yaml:"baseUrl" desc:"Port API base URL (EU https://api.port.io, US https://api.us.port.io)"`
-	ClientID          string  `yaml:"clientId" desc:"Port client id"`
-	ClientSecret      string  `yaml:"clientSecret" secret:"true" desc:"Port client secret"`
-	MaxConcurrency    int     `yaml:"maxConcurrency" desc:"most Port requests in flight at once"`
-	RequestsPerSecond float64 `yaml:"requestsPerSecond" desc:"client-side cap on Port requests per second (0: only Port's rate-limit headers)"`
+	BaseURL           string      `yaml:"baseUrl" desc:"Port API base URL (EU https://api.port.io, US https://api.us.port.io)"`
+	ClientID          string      `yaml:"clientId" desc:"Port client id"`
+	ClientSecret      string      `yaml:"clientSecret" secret:"true" desc:"Port client secret"`
+	MaxConcurrency    int         `yaml:"maxConcurrency" desc:"most Port requests in flight at once"`
+	RequestsPerSecond float64     `yaml:"requestsPerSecond" desc:"client-side cap on Port requests per second (0: only Port's rate-limit headers)"`
+	Integration       Integration `yaml:"integration"`
+}
+
+// Integration names this installation in Port.
+type Integration struct {
+	Identifier string `yaml:"identifier" desc:"this installation's integration identifier in Port; also in the User-Agent, which Port records as the data source of every entity written"`
 }
 
 // Mapping configures how entities become Port entities.
@@ -122,7 +130,7 @@ func Default() Config {
 		Server:    Server{Listen: ":8080", MaxRequestBytes: 8 << 20},
 		State:     State{Path: "/var/lib/portbridge/state.db"},
 		Backstage: Backstage{BaseURL: "http://localhost:7007", PageSize: 500},
-		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8},
+		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, Integration: Integration{Identifier: port.DefaultIntegrationIdentifier}},
 		Mapping:   Mapping{InitializePortResources: true, Timeout: Duration(time.Second)},
 		Sync: Sync{Policy: "sync", ResyncInterval: Duration(time.Hour), ResyncOnStart: true, VerifyInterval: Duration(24 * time.Hour),
 			DeleteGracePeriod: Duration(30 * time.Second), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
@@ -416,6 +424,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Port.RequestsPerSecond < 0 {
 		bad("port.requestsPerSecond", "must not be negative")
+	}
+	if err := port.ValidateIntegrationIdentifier(c.Port.Integration.Identifier); err != nil {
+		bad("port.integration.identifier", "%v", err)
 	}
 	if (c.Port.ClientID == "") != (c.Port.ClientSecret == "") {
 		bad("port.clientId", "clientId and clientSecret must be set together")

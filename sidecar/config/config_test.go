@@ -34,6 +34,8 @@ backstage:
 port:
   clientId: id
   clientSecret: ${PORT_SECRET}
+  integration:
+    identifier: backstage-prod
 sync:
   policy: upsert-only
   deleteGracePeriod: 45s
@@ -62,6 +64,7 @@ mapping:
 		{"default kept", cfg.Backstage.PageSize, 500},
 		{"escaped dollar", cfg.Mapping.File, "cost$.yaml"},
 		{"policy", cfg.Sync.Policy, "upsert-only"},
+		{"integration identifier", cfg.Port.Integration.Identifier, "backstage-prod"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -95,6 +98,8 @@ func TestLoadErrors(t *testing.T) {
 		{"half tls", "server:\n  token: x\n  tls:\n    certFile: a.pem\n", nil, []string{"key server.tls"}},
 		{"section not mapping", "server: yes\n", nil, []string{"line 1", "server must be a mapping"}},
 		{"bad env override", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_SYNC_WORKERS": "many"}, []string{"PORTBRIDGE_SYNC_WORKERS", "sync.workers", "not an integer"}},
+		{"bad integration identifier", "server:\n  token: x\nport:\n  integration:\n    identifier: my integration\n", nil, []string{"key port.integration.identifier", "my integration"}},
+		{"bad integration identifier from env", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_PORT_INTEGRATION_IDENTIFIER": "a/b"}, []string{"key port.integration.identifier", "a/b"}},
 		{"several problems at once", "server:\n  token: x\nsync:\n  workers: 0\nlog:\n  level: loud\n", nil, []string{"sync.workers", "log.level"}},
 	}
 	for _, c := range cases {
@@ -135,6 +140,9 @@ func TestEnvOnlyAndFields(t *testing.T) {
 	if !cfg.Server.AllowNoAuth {
 		t.Error("bool override not applied")
 	}
+	if cfg.Port.Integration.Identifier != "portbridge" {
+		t.Errorf("default integration identifier %q", cfg.Port.Integration.Identifier)
+	}
 	seen := map[string]bool{}
 	for _, f := range Fields(cfg) {
 		if seen[f.Env] {
@@ -145,7 +153,7 @@ func TestEnvOnlyAndFields(t *testing.T) {
 			t.Errorf("key %s has no description", f.Key)
 		}
 	}
-	for _, want := range []string{"PORTBRIDGE_PORT_CLIENT_SECRET", "PORTBRIDGE_SERVER_TLS_CERT_FILE", "PORTBRIDGE_MAPPING_INITIALIZE_PORT_RESOURCES"} {
+	for _, want := range []string{"PORTBRIDGE_PORT_CLIENT_SECRET", "PORTBRIDGE_SERVER_TLS_CERT_FILE", "PORTBRIDGE_MAPPING_INITIALIZE_PORT_RESOURCES", "PORTBRIDGE_PORT_INTEGRATION_IDENTIFIER"} {
 		if !seen[want] {
 			t.Errorf("no field for %s", want)
 		}

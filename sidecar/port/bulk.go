@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -109,12 +112,20 @@ func bulkBody(chunk []bulkItem) []byte {
 	return append(body, bulkSuffix...)
 }
 
-// bulkAnswer is Port's answer to a bulk upsert (200 and 207 alike).
+// bulkAnswer is Port's answer to a bulk upsert (200 and 207 alike). Its
+// top-level ok is not trusted: a 207 in which every entity failed may say
+// false, and the per-index results are what count.
 type bulkAnswer struct {
 	Entities []struct {
 		Created    bool   `json:"created"`
 		Identifier string `json:"identifier"`
 		Index      int    `json:"index"`
+		// OK false, should Port ever mark a result so, fails that entity
+		// alone.
+		OK         *bool  `json:"ok"`
+		StatusCode int    `json:"statusCode"`
+		Error      string `json:"error"`
+		Message    string `json:"message"`
 	} `json:"entities"`
 	Errors []struct {
 		Identifier string `json:"identifier"`
@@ -128,10 +139,16 @@ type bulkAnswer struct {
 // BulkUpsert upserts entities of one blueprint with
 // POST /v1/blueprints/{b}/entities/bulk: it splits them into requests of at
 // most 20 entities and 1 MiB encoded, sends them concurrently up to the
-// concurrency cap, splits again on 413, and returns exactly one result per
-// input entity, results[i] for entities[i]. err is non-nil only when nothing
-// could be attempted (ctx done, authentication failed); every other failure
-// is in the entities' Err.
+// concurrency cap, and returns exactly one result per input entity,
+// results[i] for entities[i]. A request Port refuses as a whole is split
+// so that only the entities at fault fail: on 413 in halves; on 422 (Port
+// rejects the whole request when one entity does not fit the route's
+// schema) the entity the message names is sent alone, else the request is
+// halved, recursively — one bad entity among n costs at most
+// 2⌈log₂ n⌉ extra requests and fails with Port's status, code and message.
+// err is non-nil only when nothing could be attempted (ctx done,
+// authentication failed); every other failure is in the entities' Err, a
+// *Error naming the entity.
 func (c *Client) BulkUpsert(ctx context.Context, blueprint string, entities []Entity, opts UpsertOptions) ([]BulkResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -156,19 +173,20 @@ func (c *Client) BulkUpsert(ctx context.Context, blueprint string, entities []En
 	return results, nil
 }
 
-// sendBulk sends one chunk and writes the results of its entities; a 413
-// splits the chunk in two.
+// sendBulk sends one chunk and writes the results of its entities; a whole
+// refusal that one entity can cause (413, 422) splits the chunk.
 func (c *Client) sendBulk(ctx context.Context, blueprint string, chunk []bulkItem, opts UpsertOptions, results []BulkResult) {
 	var out bulkAnswer
 	req := call{method: http.MethodPost, route: "POST /v1/blueprints/{b}/entities/bulk",
-		path: entitiesPath(blueprint) + "/bulk", query: opts.query(), body: bulkBody(chunk)}
-	_, err := c.do(ctx, req, &out)
+		path: entitiesPath(blueprint) + "/bulk", query: opts.query(), body: bulkBody(chunk), anyOK: true}
+	status, err := c.do(ctx, req, &out)
 	if err != nil {
-		if StatusOf(err) == http.StatusRequestEntityTooLarge && len(chunk) > 1 {
-			c.log.Debug("port refused a bulk body as too large, splitting", "blueprint", blueprint, "entities", len(chunk))
-			half := len(chunk) / 2
-			c.sendBulk(ctx, blueprint, chunk[:half], opts, results)
-			c.sendBulk(ctx, blueprint, chunk[half:], opts, results)
+		if parts := splitRefused(err, chunk); parts != nil {
+			c.log.Debug("port refused a bulk request as a whole, splitting it to isolate the cause",
+				"blueprint", blueprint, "entities", len(chunk), "status", StatusOf(err), "err", err)
+			for _, p := range parts {
+				c.sendBulk(ctx, blueprint, p, opts, results)
+			}
 			return
 		}
 		for _, it := range chunk {
@@ -182,7 +200,12 @@ func (c *Client) sendBulk(ctx context.Context, blueprint string, chunk []bulkIte
 			continue
 		}
 		res := &results[chunk[r.Index].index]
-		res.Created, res.Err, done[r.Index] = r.Created, nil, true
+		done[r.Index] = true
+		if r.OK != nil && !*r.OK {
+			res.Err = itemError(req, chunk[r.Index].name, status, r.StatusCode, r.Error, r.Message)
+			continue
+		}
+		res.Created, res.Err = r.Created, nil
 		if r.Identifier != "" {
 			res.Identifier = r.Identifier
 		}
@@ -192,15 +215,63 @@ func (c *Client) sendBulk(ctx context.Context, blueprint string, chunk []bulkIte
 			continue
 		}
 		done[r.Index] = true
-		results[chunk[r.Index].index].Err = &Error{Status: r.StatusCode, Code: r.Error, Message: r.Message,
-			Method: req.method, Path: req.path, Entity: chunk[r.Index].name}
+		results[chunk[r.Index].index].Err = itemError(req, chunk[r.Index].name, status, r.StatusCode, r.Error, r.Message)
 	}
 	for i, ok := range done {
 		if !ok {
-			results[chunk[i].index].Err = &Error{Code: CodeMissingResult, Method: req.method, Path: req.path,
+			results[chunk[i].index].Err = &Error{Status: status, Code: CodeMissingResult, Method: req.method, Path: req.path,
 				Entity: chunk[i].name, Message: fmt.Sprintf("Port's answer has no result for index %d", i)}
 		}
 	}
+}
+
+// itemError is the failure of one entity inside a bulk answer.
+func itemError(req call, name string, status, itemStatus int, code, msg string) *Error {
+	if itemStatus == 0 {
+		itemStatus = status
+	}
+	if code == "" {
+		code = CodeItemFailed
+	}
+	if msg == "" {
+		msg = "Port reported this entity as failed"
+	}
+	return &Error{Status: itemStatus, Code: code, Message: msg, Method: req.method, Path: req.path, Entity: name}
+}
+
+// bulkIndex finds the entity a whole-request error names
+// ("body/entities/3/title must be string").
+var bulkIndex = regexp.MustCompile(`entities[/.\[](\d+)`)
+
+// splitRefused returns the parts to send instead of a chunk Port refused
+// as a whole, or nil when the refusal is final for every entity: 413 splits
+// in halves; a 422 about the body splits off the entity its message names,
+// else in halves. A 422 about the query string or path concerns every
+// entity alike.
+func splitRefused(err error, chunk []bulkItem) [][]bulkItem {
+	pe, ok := asError(err)
+	if !ok || len(chunk) < 2 {
+		return nil
+	}
+	half := len(chunk) / 2
+	switch pe.Status {
+	case http.StatusRequestEntityTooLarge:
+		return [][]bulkItem{chunk[:half], chunk[half:]}
+	case http.StatusUnprocessableEntity:
+		for _, where := range []string{"querystring", "params", "headers"} {
+			if strings.HasPrefix(pe.Message, where) {
+				return nil
+			}
+		}
+		if m := bulkIndex.FindStringSubmatch(pe.Message); m != nil {
+			if i, err := strconv.Atoi(m[1]); err == nil && i < len(chunk) {
+				rest := append(append(make([]bulkItem, 0, len(chunk)-1), chunk[:i]...), chunk[i+1:]...)
+				return [][]bulkItem{chunk[i : i+1], rest}
+			}
+		}
+		return [][]bulkItem{chunk[:half], chunk[half:]}
+	}
+	return nil
 }
 
 // withEntity returns err as a *Error naming the entity.

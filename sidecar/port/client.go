@@ -30,11 +30,21 @@ const (
 
 // Config configures a Client.
 type Config struct {
-	BaseURL           string                // default BaseURLEU; legacy *.getport.io hosts are accepted, a trailing /v1 is dropped
-	ClientID          string                // Port client id
-	ClientSecret      string                // Port client secret; never logged
-	UserAgent         string                // product/version, default "portbridge/dev"; the instance id is appended
-	InstanceID        string                // identifies this installation in the User-Agent (Port's data source)
+	BaseURL      string // default BaseURLEU; legacy *.getport.io hosts are accepted, a trailing /v1 is dropped
+	ClientID     string // Port client id
+	ClientSecret string // Port client secret; never logged
+	// Version is the product version in the User-Agent, default "dev".
+	Version string
+	// IntegrationIdentifier names this installation in Port: its
+	// integration and, in the User-Agent, the data source of every entity
+	// it writes. Default DefaultIntegrationIdentifier.
+	IntegrationIdentifier string
+	// UserAgent, when set, is sent instead of the one built from Version and
+	// IntegrationIdentifier.
+	UserAgent string
+	// InstanceID is IntegrationIdentifier's former name, used when
+	// IntegrationIdentifier is empty; new code sets IntegrationIdentifier.
+	InstanceID        string
 	MaxConcurrency    int                   // cap on in-flight requests, default 8
 	RequestsPerSecond float64               // optional client-side limit, 0 = none (server headers still honoured)
 	HTTPClient        *http.Client          // optional
@@ -54,17 +64,19 @@ type Config struct {
 
 // Client talks to Port's REST API. It is safe for concurrent use.
 type Client struct {
-	base      string
-	userAgent string
-	id        string
-	secret    string
-	http      *http.Client
-	log       *slog.Logger
-	limiter   *Limiter
-	sem       chan struct{}
-	retries   int
-	baseDelay time.Duration
-	metrics   *metrics
+	base        string
+	userAgent   string
+	integration string
+	version     string
+	id          string
+	secret      string
+	http        *http.Client
+	log         *slog.Logger
+	limiter     *Limiter
+	sem         chan struct{}
+	retries     int
+	baseDelay   time.Duration
+	metrics     *metrics
 
 	tokMu    sync.Mutex
 	token    string
@@ -85,12 +97,19 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return nil, errors.New("port client: client id and client secret are required")
 	}
+	ident := cfg.IntegrationIdentifier
+	if ident == "" {
+		ident = cfg.InstanceID
+	}
+	if ident == "" {
+		ident = DefaultIntegrationIdentifier
+	}
+	if err := ValidateIntegrationIdentifier(ident); err != nil {
+		return nil, fmt.Errorf("port client: %w", err)
+	}
 	ua := cfg.UserAgent
 	if ua == "" {
-		ua = "portbridge/dev"
-	}
-	if cfg.InstanceID != "" {
-		ua += " (instance=" + cfg.InstanceID + ")"
+		ua = UserAgent(cfg.Version, ident)
 	}
 	conc := cfg.MaxConcurrency
 	if conc <= 0 {
@@ -124,7 +143,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	return &Client{
-		base: base, userAgent: ua, id: cfg.ClientID, secret: cfg.ClientSecret,
+		base: base, userAgent: ua, integration: ident, version: segment(cfg.Version, "dev"), id: cfg.ClientID, secret: cfg.ClientSecret,
 		http: hc, log: log, limiter: lim, sem: make(chan struct{}, conc),
 		retries: retries, baseDelay: delay, metrics: m,
 	}, nil
@@ -133,6 +152,10 @@ func New(cfg Config) (*Client, error) {
 // UserAgent returns the User-Agent the client sends; Port records it as the
 // data source of every entity the client writes.
 func (c *Client) UserAgent() string { return c.userAgent }
+
+// IntegrationIdentifier returns the identifier of this installation's
+// integration in Port.
+func (c *Client) IntegrationIdentifier() string { return c.integration }
 
 // RateLimit returns the last seen rate-limit headers, the total time spent
 // waiting in the limiter and the number of 429 answers.
@@ -166,6 +189,10 @@ type call struct {
 	query  url.Values
 	body   []byte
 	noAuth bool
+	// anyOK decodes a 2xx body whatever its top-level ok says (a bulk
+	// answer carries per-entity results even when ok is false).
+	anyOK  bool
+	header http.Header // extra request headers
 }
 
 // do sends c, retrying as the package describes, and decodes a 2xx body
@@ -250,6 +277,9 @@ func (c *Client) send(ctx context.Context, req call) (int, http.Header, []byte, 
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("building request: %w", err)
 	}
+	for k, v := range req.header {
+		hreq.Header[k] = v
+	}
 	hreq.Header.Set("User-Agent", c.userAgent)
 	hreq.Header.Set("Accept", "application/json")
 	if req.body != nil {
@@ -296,7 +326,7 @@ func (c *Client) send(ctx context.Context, req call) (int, http.Header, []byte, 
 func decodeAnswer(req call, status int, hdr http.Header, body []byte, out any) error {
 	var env envelope
 	jsonErr := json.Unmarshal(body, &env)
-	if status >= 200 && status < 300 && jsonErr == nil && (env.OK == nil || *env.OK) {
+	if status >= 200 && status < 300 && jsonErr == nil && (env.OK == nil || *env.OK || req.anyOK) {
 		if out == nil {
 			return nil
 		}

@@ -22,7 +22,7 @@ func env(t testing.TB) (*porttest.Emulator, *port.Client) {
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
 	c, err := port.New(port.Config{BaseURL: srv.URL, ClientID: emu.ClientID(), ClientSecret: emu.ClientSecret(),
-		UserAgent: "portbridge/test", InstanceID: "abc", RetryBaseDelay: 5 * time.Millisecond})
+		Version: "1.2.3", IntegrationIdentifier: "abc", RetryBaseDelay: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestBulk45EntitiesIsThreeRequests(t *testing.T) {
 		t.Fatal("entities not created")
 	}
 	recs := emu.Records("service")
-	if ds := recs[0].DataSources; len(ds) != 1 || ds[0] != "portbridge/test (instance=abc)" {
+	if ds := recs[0].DataSources; len(ds) != 1 || ds[0] != "portbridge/backstage/1.2.3/abc/exporter" {
 		t.Fatalf("data source %v", ds)
 	}
 }

@@ -23,8 +23,10 @@ const (
 	CodeRateLimited            = "rate_limited"
 	CodeInternalError          = "internal_error"
 	CodeInvalidIdentifier      = "invalid_identifier"  // client-side: rejected before sending
+	CodeInvalidInput           = "invalid_input"       // client-side: an argument the client refused before sending
 	CodeEntityTooLarge         = "entity_too_large"    // client-side: one entity exceeds the body limit
 	CodeMissingResult          = "missing_result"      // Port's bulk answer had no result for an index
+	CodeItemFailed             = "item_failed"         // Port marked a bulk result failed without saying why
 	CodeUnexpectedResponse     = "unexpected_response" // a body that is not Port's envelope
 	CodeRequestFailed          = "request_failed"      // no answer: network error or context done
 )
@@ -105,6 +107,10 @@ func IsSchemaMismatch(err error) bool { return HasCode(err, CodeSchemaMismatch) 
 // IsHasDependents reports a delete refused because other entities depend on
 // the target.
 func IsHasDependents(err error) bool { return HasCode(err, CodeHasDependents) }
+
+// IsInvalidRequest reports a 422 invalid_request: the request does not
+// match the route's schema.
+func IsInvalidRequest(err error) bool { return HasCode(err, CodeInvalidRequest) }
 
 // IsInvalidIdentifier reports an identifier the client refused to send.
 func IsInvalidIdentifier(err error) bool { return HasCode(err, CodeInvalidIdentifier) }

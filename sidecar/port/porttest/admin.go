@@ -22,10 +22,11 @@ type RequestCounts struct {
 	Faulted    int            // requests that an injected fault answered, delayed or expired a token for
 	ByRoute    map[string]int // "POST /v1/blueprints/{b}/entities/bulk" -> count
 	ByStatus   map[int]int    // answers by HTTP status
+	ByBucket   map[string]int // requests per rate-limit bucket (BucketEntities, BucketOther)
 }
 
 func newCounts() RequestCounts {
-	return RequestCounts{ByRoute: map[string]int{}, ByStatus: map[int]int{}}
+	return RequestCounts{ByRoute: map[string]int{}, ByStatus: map[int]int{}, ByBucket: map[string]int{}}
 }
 
 // FaultSpec describes injected faults. A fault applies to the next Count
@@ -82,50 +83,85 @@ func (e *Emulator) ClearFaults() {
 	e.ctl.Unlock()
 }
 
-// SetRateBudget enforces a budget of limit requests per period (windows
-// aligned to the period since the Unix epoch, reported in the
-// x-ratelimit-* headers); requests beyond it get 429 with Retry-After and
-// are counted in RequestCounts.OverBudget. limit <= 0 turns enforcement
-// off. period is rounded to whole seconds (at least one).
-func (e *Emulator) SetRateBudget(limit int, period time.Duration) {
-	e.ctl.Lock()
-	defer e.ctl.Unlock()
-	e.budget = max(limit, 0)
-	e.period = max(period.Round(time.Second), time.Second)
-	e.winStart, e.winCount = time.Time{}, 0
+// Port's documented request budgets per organisation and 5-minute window:
+// the entities API and everything else are counted apart.
+const (
+	PortEntitiesRateLimit = 35_000
+	PortOtherRateLimit    = 15_000
+	PortRatePeriod        = 5 * time.Minute
+)
+
+// rateBucket is the request window of one rate-limit bucket.
+type rateBucket struct {
+	budget   int // enforced limit per period, 0 = not enforced
+	period   time.Duration
+	winStart time.Time
+	winCount int
 }
 
-// admit counts a request, applies the rate window and picks a fault. It
-// returns the fault to apply (or nil) and, when the budget is spent, how
-// long until the window resets.
-func (e *Emulator) admit(route string, write bool, now time.Time, h http.Header) (*FaultSpec, time.Duration) {
+// SetRateBudget enforces a budget of limit requests per period on every
+// bucket (each counted apart; windows aligned to the period since the Unix
+// epoch, reported in the x-ratelimit-* headers); requests beyond it get
+// 429 with Retry-After and are counted in RequestCounts.OverBudget.
+// limit <= 0 turns enforcement off. period is rounded to whole seconds (at
+// least one).
+func (e *Emulator) SetRateBudget(limit int, period time.Duration) {
+	e.SetBucketBudget(BucketEntities, limit, period)
+	e.SetBucketBudget(BucketOther, limit, period)
+}
+
+// SetBucketBudget is SetRateBudget for one bucket: BucketEntities (entity
+// and search routes) or BucketOther (blueprints, integrations, the rest).
+func (e *Emulator) SetBucketBudget(bucket string, limit int, period time.Duration) {
+	e.ctl.Lock()
+	defer e.ctl.Unlock()
+	e.buckets[bucket] = &rateBucket{budget: max(limit, 0), period: max(period.Round(time.Second), time.Second)}
+}
+
+// UsePortRateLimits enforces Port's documented budgets: 35,000 requests to
+// the entities API and 15,000 to the other routes per 5 minutes.
+func (e *Emulator) UsePortRateLimits() {
+	e.SetBucketBudget(BucketEntities, PortEntitiesRateLimit, PortRatePeriod)
+	e.SetBucketBudget(BucketOther, PortOtherRateLimit, PortRatePeriod)
+}
+
+// admit counts a request, applies its bucket's rate window and picks a
+// fault. It returns the fault to apply (or nil) and, when the budget is
+// spent, how long until the window resets.
+func (e *Emulator) admit(route, bucket string, write bool, now time.Time, h http.Header) (*FaultSpec, time.Duration) {
 	e.ctl.Lock()
 	defer e.ctl.Unlock()
 	e.counts.Total++
 	e.counts.ByRoute[route]++
+	e.counts.ByBucket[bucket]++
 	if write {
 		e.counts.Writes++
 	}
+	b := e.buckets[bucket]
+	if b == nil {
+		b = &rateBucket{}
+		e.buckets[bucket] = b
+	}
 	limit, period := e.opts.RateLimit, e.opts.RatePeriod
-	if e.budget > 0 {
-		limit, period = e.budget, e.period
+	if b.budget > 0 {
+		limit, period = b.budget, b.period
 	}
 	start := time.Unix(0, now.UnixNano()/int64(period)*int64(period))
-	if !start.Equal(e.winStart) {
-		e.winStart, e.winCount = start, 0
+	if !start.Equal(b.winStart) {
+		b.winStart, b.winCount = start, 0
 	}
 	end := start.Add(period)
 	var over time.Duration
-	if e.budget > 0 && e.winCount >= e.budget {
+	if b.budget > 0 && b.winCount >= b.budget {
 		over = end.Sub(now)
 		e.counts.OverBudget++
 		e.counts.Throttled++
 	} else {
-		e.winCount++
+		b.winCount++
 	}
 	h.Set("X-Ratelimit-Period", fmt.Sprint(int(period/time.Second)))
 	h.Set("X-Ratelimit-Limit", fmt.Sprint(limit))
-	h.Set("X-Ratelimit-Remaining", fmt.Sprint(max(limit-e.winCount, 0)))
+	h.Set("X-Ratelimit-Remaining", fmt.Sprint(max(limit-b.winCount, 0)))
 	h.Set("X-Ratelimit-Reset", fmt.Sprint(end.Unix()))
 	if over > 0 {
 		return nil, over
@@ -174,6 +210,7 @@ func (e *Emulator) Requests() RequestCounts {
 	c := e.counts
 	c.ByRoute = maps.Clone(c.ByRoute)
 	c.ByStatus = maps.Clone(c.ByStatus)
+	c.ByBucket = maps.Clone(c.ByBucket)
 	return c
 }
 
@@ -202,7 +239,7 @@ func (e *Emulator) Reset() {
 	e.ctl.Lock()
 	e.counts = newCounts()
 	e.faults = nil
-	e.budget, e.winStart, e.winCount = 0, time.Time{}, 0
+	clear(e.buckets)
 	e.ctl.Unlock()
 }
 
@@ -282,6 +319,9 @@ func (e *Emulator) PutBlueprint(bp port.Blueprint) error {
 	if err != nil {
 		return err
 	}
+	if ae := checkBody(createBlueprintBody, raw); ae != nil {
+		return fmt.Errorf("putting blueprint %q: %w", bp.Identifier, ae)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if ae := e.putBlueprintLocked(raw, time.Now().UTC(), "porttest"); ae != nil {
@@ -299,6 +339,9 @@ func (e *Emulator) PutEntity(blueprint string, ent port.Entity, dataSource strin
 	in, err := toMap(ent)
 	if err != nil {
 		return port.Entity{}, err
+	}
+	if ae := checkBody(createEntityBody, in); ae != nil {
+		return port.Entity{}, fmt.Errorf("putting entity %v of blueprint %q: %w", ent.Identifier, blueprint, ae)
 	}
 	mode := modeReplace
 	if merge {
@@ -332,8 +375,9 @@ func (e *Emulator) DeleteEntity(blueprint, id string) error {
 // Snapshot is the whole state of the emulator, as Dump returns it and as
 // the persistence file holds it.
 type Snapshot struct {
-	Blueprints []map[string]any     `json:"blueprints"`
-	Entities   map[string][]*record `json:"entities"`
+	Blueprints   []map[string]any        `json:"blueprints"`
+	Entities     map[string][]*record    `json:"entities"`
+	Integrations map[string]*integration `json:"integrations,omitempty"`
 }
 
 // Dump returns the catalog as JSON (blueprints, and entities per blueprint
@@ -345,7 +389,7 @@ func (e *Emulator) Dump() ([]byte, error) {
 }
 
 func (e *Emulator) snapshotLocked() Snapshot {
-	snap := Snapshot{Entities: map[string][]*record{}}
+	snap := Snapshot{Entities: map[string][]*record{}, Integrations: e.st.integrations}
 	for _, id := range slices.Sorted(maps.Keys(e.st.blueprints)) {
 		bs := e.st.blueprints[id]
 		snap.Blueprints = append(snap.Blueprints, bs.raw)
@@ -374,11 +418,17 @@ func toMap(v any) (map[string]any, error) {
 //	GET    /_emulator/dump                  Dump
 //	GET    /_emulator/requests              Requests;  DELETE resets the counts
 //	POST   /_emulator/faults                InjectFaults (a FaultSpec or a list; durations in Go syntax, e.g. "30s");  DELETE clears
-//	PUT    /_emulator/rate-budget           {"limit": 100, "period": "1s"}; limit 0 turns it off
+//	PUT    /_emulator/rate-budget           {"limit": 100, "period": "1s", "bucket": "entities"|"other"}; limit 0 turns it off; no bucket: both
 //	POST   /_emulator/expire-tokens         ExpireTokens
 //	PUT    /_emulator/entities/{b}?datasource=NAME&merge=true   PutEntity (body: the entity)
 //	DELETE /_emulator/entities/{b}/{id}     DeleteEntity
 //	POST   /_emulator/save                  Save
+//	GET    /_emulator/integrations          Integrations (with resync-state history, resync requests, examples per kind, logs)
+//	GET    /_emulator/integrations/{id}     Integration
+//	PUT    /_emulator/integrations/{id}     PutIntegration (body as POST /v1/integration; installationId from the path)
+//	POST   /_emulator/integrations/{id}/resync   RequestResync: the resync button of Port's UI
+//	PUT    /_emulator/integrations/{id}/config   EditIntegrationConfig (body: the config): a user editing the mapping in Port's UI
+//	POST   /_emulator/ingest/logs/{id}      the log sink of logAttributes.ingestUrl ({logs: [...]}); metrics and data sinks accept and drop
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/_emulator/")
 	segs := strings.Split(rest, "/")
@@ -391,6 +441,9 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ok := map[string]any{"ok": true}
+	if e.serveIntegrationAdmin(w, r, segs, body) {
+		return
+	}
 	switch {
 	case r.Method == "POST" && rest == "reset":
 		e.Reset()
@@ -423,6 +476,7 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		var b struct {
 			Limit  int    `json:"limit"`
 			Period string `json:"period"`
+			Bucket string `json:"bucket"` // entities, other; empty: both
 		}
 		if err := json.Unmarshal(body, &b); err != nil {
 			e.reply(w, invalid("%v", err))
@@ -436,7 +490,15 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			e.reply(w, invalid("period: %v", err))
 			return
 		}
-		e.SetRateBudget(b.Limit, p)
+		switch b.Bucket {
+		case "":
+			e.SetRateBudget(b.Limit, p)
+		case BucketEntities, BucketOther:
+			e.SetBucketBudget(b.Bucket, b.Limit, p)
+		default:
+			e.reply(w, invalid("bucket must be %q, %q or empty, not %q", BucketEntities, BucketOther, b.Bucket))
+			return
+		}
 		e.writeJSON(w, 200, ok)
 	case r.Method == "POST" && rest == "expire-tokens":
 		e.ExpireTokens()

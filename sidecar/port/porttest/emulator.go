@@ -1,14 +1,20 @@
-// Package porttest is a strict, in-memory emulator of Port's REST API for
-// tests, benchmarks and `portbridge dev`. An *Emulator is an http.Handler:
-// mount it with httptest.NewServer or serve it as a process. It validates
-// everything the real API documents (and, where the real behaviour is
-// unknown, chooses the stricter answer), records the User-Agent of every
+// Package porttest is an in-memory emulator of Port's REST API for tests,
+// benchmarks and `portbridge dev`. An *Emulator is an http.Handler: mount
+// it with httptest.NewServer or serve it as a process. It accepts what
+// Port's published API reference accepts and refuses the rest with Port's
+// status and error envelope (contract.go, CONTRACT.md, the contract table
+// in testdata/contract.txt); where the reference is silent it follows
+// Port's observed behaviour, else the stricter answer. It covers
+// blueprints, entities, search, data sources and integrations (resync
+// requests and state, examples), records the User-Agent of every entity
 // write as the entity's data source, and has test hooks (Go methods and
 // non-/v1 admin routes under /_emulator/) for request counts, fault
-// injection, a rate budget, direct edits, reset and dumps.
+// injection, rate budgets per bucket, direct edits, the UI's resync button
+// and mapping edits, reset and dumps.
 package porttest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -61,13 +67,10 @@ type Emulator struct {
 	migrations map[string]map[string]any
 	changed    bool // state changed since the last Save
 
-	ctl      sync.Mutex // guards counts, faults and the rate window
-	counts   RequestCounts
-	faults   []*activeFault
-	budget   int
-	period   time.Duration
-	winStart time.Time
-	winCount int
+	ctl     sync.Mutex // guards counts, faults and the rate windows
+	counts  RequestCounts
+	faults  []*activeFault
+	buckets map[string]*rateBucket
 
 	traceSeq    atomic.Uint64
 	tracePrefix string
@@ -111,7 +114,7 @@ func Open(opts Options) (*Emulator, error) {
 	var p [4]byte
 	_, _ = rand.Read(p[:])
 	e := &Emulator{opts: opts, log: opts.Logger, st: newStore(), tokens: map[string]time.Time{},
-		migrations: map[string]map[string]any{}, tracePrefix: hex.EncodeToString(p[:])}
+		migrations: map[string]map[string]any{}, buckets: map[string]*rateBucket{}, tracePrefix: hex.EncodeToString(p[:])}
 	e.counts = newCounts()
 	if opts.PersistFile != "" {
 		if err := e.load(); err != nil {
@@ -134,6 +137,7 @@ type reqCtx struct {
 	params []string
 	query  url.Values
 	body   []byte
+	doc    any    // the decoded JSON body, when the route takes one
 	actor  string // User-Agent
 	user   string // client id of the token
 	now    time.Time
@@ -141,49 +145,88 @@ type reqCtx struct {
 
 func (rc *reqCtx) flag(name string) bool { return rc.query.Get(name) == "true" }
 
+// object returns the decoded body as an object (the route's shape has
+// already made sure it is one when present).
+func (rc *reqCtx) object() map[string]any {
+	m, _ := rc.doc.(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m
+}
+
 // handler serves one route; it returns a status and a JSON body, or an
 // *apiError.
 type handler func(e *Emulator, rc *reqCtx) (int, any)
 
+// Rate-limit buckets: Port counts its entities API apart from the rest.
+const (
+	BucketEntities = "entities"
+	BucketOther    = "other"
+)
+
 type route struct {
-	method  string
-	pattern string // "/v1/blueprints/{b}/entities"
-	segs    []string
-	write   bool
-	h       handler
+	method   string
+	pattern  string // "/v1/blueprints/{b}/entities"
+	segs     []string
+	write    bool
+	bucket   string
+	params   map[string]param // declared query parameters
+	body     *shape           // what the body must look like; nil: no body is read
+	optional bool             // an empty body stands for {}
+	nonEmpty bool             // path parameters must not be empty
+	h        handler
 }
 
-func newRoute(method, pattern string, write bool, h handler) route {
-	return route{method: method, pattern: pattern, segs: strings.Split(strings.TrimPrefix(pattern, "/"), "/"), write: write, h: h}
+func newRoute(method, pattern string, h handler) route {
+	return route{method: method, pattern: pattern, segs: strings.Split(strings.TrimPrefix(pattern, "/"), "/"), bucket: BucketOther, h: h}
 }
+
+// writes marks a route that changes state.
+func (rt route) writes() route { rt.write = true; return rt }
+
+// entities puts a route in the entities rate-limit bucket; its path
+// parameters must not be empty.
+func (rt route) entities() route { rt.bucket, rt.nonEmpty = BucketEntities, true; return rt }
+
+func (rt route) query(p map[string]param) route { rt.params = p; return rt }
+
+// takes declares the body's shape.
+func (rt route) takes(s *shape) route { rt.body = s; return rt }
+
+// takesOptional declares the body's shape; an empty body counts as {}.
+func (rt route) takesOptional(s *shape) route { rt.body, rt.optional = s, true; return rt }
 
 func (rt route) name() string { return rt.method + " " + rt.pattern }
 
 // routes lists the /v1 routes; literal routes come before patterns that
 // could also match them.
-var routes = []route{
-	newRoute("POST", "/v1/auth/access_token", false, handleToken),
-	newRoute("GET", "/v1/organization", false, handleOrganization),
-	newRoute("POST", "/v1/entities/search", false, handleSearchAll),
-	newRoute("POST", "/v1/blueprints/entities/datasource-entities", false, handleDatasourceEntities),
-	newRoute("GET", "/v1/migrations/{id}", false, handleGetMigration),
-	newRoute("GET", "/v1/blueprints", false, handleListBlueprints),
-	newRoute("POST", "/v1/blueprints", true, handleCreateBlueprint),
-	newRoute("GET", "/v1/blueprints/{b}", false, handleGetBlueprint),
-	newRoute("PUT", "/v1/blueprints/{b}", true, handlePutBlueprint),
-	newRoute("PATCH", "/v1/blueprints/{b}", true, handlePatchBlueprint),
-	newRoute("DELETE", "/v1/blueprints/{b}", true, handleDeleteBlueprint),
-	newRoute("DELETE", "/v1/blueprints/{b}/all-entities", true, handleDeleteAllEntities),
-	newRoute("GET", "/v1/blueprints/{b}/entities", false, handleListEntities),
-	newRoute("POST", "/v1/blueprints/{b}/entities", true, handleUpsertEntity),
-	newRoute("GET", "/v1/blueprints/{b}/entities-count", false, handleCountEntities),
-	newRoute("POST", "/v1/blueprints/{b}/entities/bulk", true, handleBulkUpsert),
-	newRoute("POST", "/v1/blueprints/{b}/entities/search", false, handleSearchBlueprint),
-	newRoute("POST", "/v1/blueprints/{b}/bulk/entities/delete", true, handleBulkDelete),
-	newRoute("GET", "/v1/blueprints/{b}/entities/{id}", false, handleGetEntity),
-	newRoute("PATCH", "/v1/blueprints/{b}/entities/{id}", true, handleUpdateEntity(modePatch)),
-	newRoute("PUT", "/v1/blueprints/{b}/entities/{id}", true, handleUpdateEntity(modePut)),
-	newRoute("DELETE", "/v1/blueprints/{b}/entities/{id}", true, handleDeleteEntity),
+var routes = append(catalogRoutes, integrationRoutes...)
+
+var catalogRoutes = []route{
+	newRoute("POST", "/v1/auth/access_token", handleToken).takes(tokenBody),
+	newRoute("GET", "/v1/organization", handleOrganization),
+	newRoute("POST", "/v1/entities/search", handleSearchAll).entities().query(entityListParams).takes(globalQuery),
+	newRoute("POST", "/v1/blueprints/entities/datasource-entities", handleDatasourceEntities).entities().
+		query(map[string]param{"include": arrayParam, "exclude": arrayParam}).takes(datasourceBody),
+	newRoute("GET", "/v1/migrations/{id}", handleGetMigration),
+	newRoute("GET", "/v1/blueprints", handleListBlueprints),
+	newRoute("POST", "/v1/blueprints", handleCreateBlueprint).writes().query(map[string]param{"create_catalog_page": boolParam}).takes(createBlueprintBody),
+	newRoute("GET", "/v1/blueprints/{b}", handleGetBlueprint),
+	newRoute("PUT", "/v1/blueprints/{b}", handlePutBlueprint).writes().takes(putBlueprintBody),
+	newRoute("PATCH", "/v1/blueprints/{b}", handlePatchBlueprint).writes().takesOptional(patchBlueprintBody),
+	newRoute("DELETE", "/v1/blueprints/{b}", handleDeleteBlueprint).writes().query(map[string]param{"delete_actions": boolParam}),
+	newRoute("DELETE", "/v1/blueprints/{b}/all-entities", handleDeleteAllEntities).writes().entities().query(deleteAllParams),
+	newRoute("GET", "/v1/blueprints/{b}/entities", handleListEntities).entities().query(entityListParams),
+	newRoute("POST", "/v1/blueprints/{b}/entities", handleUpsertEntity).writes().entities().query(entityWriteParams).takes(createEntityBody),
+	newRoute("GET", "/v1/blueprints/{b}/entities-count", handleCountEntities).entities(),
+	newRoute("POST", "/v1/blueprints/{b}/entities/bulk", handleBulkUpsert).writes().entities().query(entityWriteParams).takes(bulkBody),
+	newRoute("POST", "/v1/blueprints/{b}/entities/search", handleSearchBlueprint).entities().takes(blueprintSearchBody),
+	newRoute("POST", "/v1/blueprints/{b}/bulk/entities/delete", handleBulkDelete).writes().entities().query(entityDeleteParams).takes(bulkDeleteBody),
+	newRoute("GET", "/v1/blueprints/{b}/entities/{id}", handleGetEntity).entities().query(entityReadParams),
+	newRoute("PATCH", "/v1/blueprints/{b}/entities/{id}", handleUpdateEntity(modePatch)).writes().entities().query(entityUpdateParams).takes(patchEntityBody),
+	newRoute("PUT", "/v1/blueprints/{b}/entities/{id}", handleUpdateEntity(modePut)).writes().entities().query(entityUpdateParams).takes(putEntityBody),
+	newRoute("DELETE", "/v1/blueprints/{b}/entities/{id}", handleDeleteEntity).writes().entities().query(entityDeleteParams),
 }
 
 // match finds the route of a request and its decoded path parameters. The
@@ -199,7 +242,6 @@ func match(method, escapedPath string) (*route, []string, *apiError) {
 		}
 		segs[i] = d
 	}
-	pathFound := false
 	for i := range routes {
 		rt := &routes[i]
 		if len(rt.segs) != len(segs) {
@@ -218,15 +260,11 @@ func match(method, escapedPath string) (*route, []string, *apiError) {
 		if !ok {
 			continue
 		}
-		pathFound = true
 		if rt.method == method {
 			return rt, params, nil
 		}
 	}
-	if pathFound {
-		return nil, nil, errf(405, "method_not_allowed", "%s is not allowed on %s", method, escapedPath)
-	}
-	return nil, nil, notFound("route %s %s was not found", method, escapedPath)
+	return nil, nil, notFound("route %s:%s was not found", method, escapedPath)
 }
 
 // ServeHTTP implements http.Handler.
@@ -239,13 +277,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt, params, merr := match(r.Method, path)
-	name := "unknown " + r.Method
-	write := false
+	name, write, bucket := "unknown "+r.Method, false, BucketOther
 	if rt != nil {
-		name, write = rt.name(), rt.write
+		name, write, bucket = rt.name(), rt.write, rt.bucket
 	}
 	now := time.Now()
-	fault, over := e.admit(name, write, now, w.Header())
+	fault, over := e.admit(name, bucket, write, now, w.Header())
 	if fault != nil {
 		if fault.Latency > 0 {
 			select {
@@ -293,12 +330,46 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rc.user = user
 	}
+	if ae := rt.validate(rc); ae != nil {
+		e.reply(w, ae)
+		return
+	}
 	status, out := rt.h(e, rc)
 	if ae, ok := out.(*apiError); ok {
 		e.reply(w, ae)
 		return
 	}
 	e.writeJSON(w, status, out)
+}
+
+// validate checks what the route's schema constrains: non-empty path
+// parameters, the declared query parameters and the body's shape; it
+// decodes the body into rc.doc.
+func (rt *route) validate(rc *reqCtx) *apiError {
+	if rt.nonEmpty {
+		for i, p := range rc.params {
+			if p == "" {
+				return invalid("params/%d must NOT have fewer than 1 characters", i)
+			}
+		}
+	}
+	if ae := checkQuery(rt.params, rc.query); ae != nil {
+		return ae
+	}
+	if rt.body == nil {
+		return nil
+	}
+	if len(bytes.TrimSpace(rc.body)) == 0 {
+		if !rt.optional {
+			return invalid("body must be object")
+		}
+		rc.doc = map[string]any{}
+		return nil
+	}
+	if err := json.Unmarshal(rc.body, &rc.doc); err != nil {
+		return errf(400, "bad_request", "the body is not valid JSON: %v", err)
+	}
+	return checkBody(rt.body, rc.doc)
 }
 
 func faultCode(status int) string {
@@ -354,15 +425,8 @@ func (e *Emulator) authenticate(r *http.Request, now time.Time) (string, *apiErr
 }
 
 func handleToken(e *Emulator, rc *reqCtx) (int, any) {
-	var body map[string]any
-	if err := json.Unmarshal(rc.body, &body); err != nil || body == nil {
-		return 0, invalid("the body must be {clientId, clientSecret}")
-	}
-	id, ok1 := body["clientId"].(string)
-	secret, ok2 := body["clientSecret"].(string)
-	if !ok1 || !ok2 || len(body) != 2 {
-		return 0, invalid("the body must be exactly {clientId, clientSecret}")
-	}
+	body := rc.object()
+	id, secret := body["clientId"].(string), body["clientSecret"].(string)
 	if id != e.opts.ClientID || secret != e.opts.ClientSecret {
 		return 0, errf(401, "unauthorized", "bad client credentials")
 	}

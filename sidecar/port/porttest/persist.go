@@ -74,6 +74,12 @@ func (e *Emulator) load() error {
 			st.save(bp, r)
 		}
 	}
+	for id, in := range snap.Integrations {
+		if in == nil || in.Identifier != id {
+			return fmt.Errorf("decoding the emulator state in %s: integration %q is malformed", e.opts.PersistFile, id)
+		}
+		st.integrations[id] = in
+	}
 	e.st = st
 	return nil
 }

@@ -13,17 +13,7 @@ import (
 	"unicode/utf8"
 )
 
-var (
-	blueprintIDPattern = regexp.MustCompile(`^[\p{L}0-9@_.+:\\/-]+$`)
-	keyPattern         = regexp.MustCompile(`^[A-Za-z0-9@_=\-]+$`)
-)
-
-var (
-	propertyTypes   = []string{"string", "number", "boolean", "object", "array"}
-	propertyFormats = []string{"date-time", "url", "email", "idn-email", "ipv4", "ipv6", "markdown", "yaml",
-		"user", "blueprints", "team", "timer", "proto", "labeled-url"}
-	relationKeys = []string{"title", "target", "required", "many", "description", "type"}
-)
+var propertyTypes = []string{"string", "number", "boolean", "object", "array"}
 
 // apiError is an error answer: status and Port's `error` code.
 type apiError struct {
@@ -57,59 +47,20 @@ type relDef struct {
 	many     bool
 }
 
-// validateBlueprintID checks a blueprint identifier.
-func validateBlueprintID(id string) *apiError {
-	if id == "" || id == "." || id == ".." || utf8.RuneCountInString(id) > 100 || !blueprintIDPattern.MatchString(id) {
-		return invalid("blueprint identifier %q is not valid", id)
-	}
-	return nil
-}
-
-// checkBlueprint validates a blueprint body; exists reports whether a
-// blueprint id exists (relation targets). self is the blueprint's own id.
+// checkBlueprint checks what a blueprint body's shape cannot: that array
+// properties say what their items are (Port enforces it, see CONTRACT.md),
+// that schema.required names properties, that no relation is both many
+// and required, and that relation targets exist. exists reports whether a
+// blueprint exists; the blueprint may point at itself.
 func checkBlueprint(bp map[string]any, exists func(string) bool) *apiError {
 	id, _ := bp["identifier"].(string)
-	if err := validateBlueprintID(id); err != nil {
-		return err
-	}
-	title, ok := bp["title"].(string)
-	if !ok || title == "" || utf8.RuneCountInString(title) > 100 {
-		return invalid("blueprint %q: title must be a string of 1 to 100 characters", id)
-	}
-	if d, ok := bp["description"]; ok {
-		if s, ok := d.(string); !ok || utf8.RuneCountInString(s) > 200 {
-			return invalid("blueprint %q: description must be a string of at most 200 characters", id)
-		}
-	}
-	schema, ok := bp["schema"].(map[string]any)
-	if !ok {
-		return invalid("blueprint %q: schema is required", id)
-	}
-	for k := range schema {
-		if k != "properties" && k != "required" {
-			return invalid("blueprint %q: schema has an unknown key %q", id, k)
-		}
-	}
-	props, ok := schema["properties"].(map[string]any)
-	if !ok {
-		return invalid("blueprint %q: schema.properties is required", id)
-	}
-	for name, p := range props {
-		if err := checkKey(id, "property", name); err != nil {
-			return err
-		}
-		pm, ok := p.(map[string]any)
-		if !ok {
-			return invalid("blueprint %q: property %q must be an object", id, name)
-		}
+	schema, _ := bp["schema"].(map[string]any)
+	props, _ := schema["properties"].(map[string]any)
+	for _, name := range sortedKeys(props) {
+		pm, _ := props[name].(map[string]any)
 		typ, _ := pm["type"].(string)
 		if !slices.Contains(propertyTypes, typ) {
 			return invalid("blueprint %q: property %q has a missing or unknown type %v", id, name, pm["type"])
-		}
-		if f, ok := pm["format"]; ok {
-			if fs, _ := f.(string); !slices.Contains(propertyFormats, fs) {
-				return invalid("blueprint %q: property %q has an unknown format %v", id, name, f)
-			}
 		}
 		if typ == "array" {
 			items, _ := pm["items"].(map[string]any)
@@ -117,79 +68,26 @@ func checkBlueprint(bp map[string]any, exists func(string) bool) *apiError {
 				return invalid("blueprint %q: array property %q needs items.type", id, name)
 			}
 		}
-		if t, ok := pm["title"].(string); ok && utf8.RuneCountInString(t) > 100 {
-			return invalid("blueprint %q: property %q has a title over 100 characters", id, name)
-		}
 	}
-	if req, ok := schema["required"]; ok {
-		list, ok := req.([]any)
-		if !ok {
-			return invalid("blueprint %q: schema.required must be an array", id)
-		}
-		for _, r := range list {
+	if req, ok := schema["required"].([]any); ok {
+		for _, r := range req {
 			if s, ok := r.(string); !ok || props[s] == nil {
 				return invalid("blueprint %q: schema.required names %v, which is not a property", id, r)
 			}
 		}
 	}
-	if rels, ok := bp["relations"]; ok && rels != nil {
-		rm, ok := rels.(map[string]any)
-		if !ok {
-			return invalid("blueprint %q: relations must be an object", id)
+	rels, _ := bp["relations"].(map[string]any)
+	for _, name := range sortedKeys(rels) {
+		rm, _ := rels[name].(map[string]any)
+		target, _ := rm["target"].(string)
+		req, _ := rm["required"].(bool)
+		many, _ := rm["many"].(bool)
+		if req && many {
+			return invalid("blueprint %q: relation %q cannot be both many and required", id, name)
 		}
-		for name, r := range rm {
-			if err := checkRelation(id, name, r, exists); err != nil {
-				return err
-			}
+		if target != id && !exists(target) {
+			return invalid("blueprint %q: relation %q targets blueprint %q, which does not exist", id, name, target)
 		}
-	}
-	for _, key := range []string{"mirrorProperties", "calculationProperties", "aggregationProperties"} {
-		if v, ok := bp[key]; ok && v != nil {
-			m, ok := v.(map[string]any)
-			if !ok {
-				return invalid("blueprint %q: %s must be an object", id, key)
-			}
-			for name := range m {
-				if err := checkKey(id, key, name); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func checkKey(bp, what, name string) *apiError {
-	if len(name) > 100 || !keyPattern.MatchString(name) {
-		return invalid("blueprint %q: %s key %q is not valid", bp, what, name)
-	}
-	return nil
-}
-
-func checkRelation(bp, name string, r any, exists func(string) bool) *apiError {
-	if err := checkKey(bp, "relation", name); err != nil {
-		return err
-	}
-	rm, ok := r.(map[string]any)
-	if !ok {
-		return invalid("blueprint %q: relation %q must be an object", bp, name)
-	}
-	for k := range rm {
-		if !slices.Contains(relationKeys, k) {
-			return invalid("blueprint %q: relation %q has an unknown key %q", bp, name, k)
-		}
-	}
-	target, ok1 := rm["target"].(string)
-	req, ok2 := rm["required"].(bool)
-	many, ok3 := rm["many"].(bool)
-	if !ok1 || !ok2 || !ok3 {
-		return invalid("blueprint %q: relation %q needs target, required and many", bp, name)
-	}
-	if req && many {
-		return invalid("blueprint %q: relation %q cannot be both many and required", bp, name)
-	}
-	if target != bp && !exists(target) {
-		return invalid("blueprint %q: relation %q targets blueprint %q, which does not exist", bp, name, target)
 	}
 	return nil
 }

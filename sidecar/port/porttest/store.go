@@ -93,10 +93,12 @@ type store struct {
 	// incoming maps a target entity to the entities whose relations point
 	// at it, with the number of relation values doing so.
 	incoming map[refKey]map[refKey]int
+	// integrations by identifier (installationId).
+	integrations map[string]*integration
 }
 
 func newStore() *store {
-	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]map[refKey]int{}}
+	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]map[refKey]int{}, integrations: map[string]*integration{}}
 	now := time.Now().UTC()
 	for _, sys := range []struct{ id, title string }{{"_user", "User"}, {"_team", "Team"}} {
 		raw := map[string]any{"identifier": sys.id, "title": sys.title,

@@ -28,8 +28,6 @@ type writeOpts struct {
 	user           string // the writer's client id
 }
 
-var patchKeys = []string{"identifier", "title", "icon", "team", "properties", "relations"}
-
 // write validates and applies one entity write to blueprint bp. It returns
 // the record as stored (or as it would be, with validationOnly) and whether
 // it was created.
@@ -37,13 +35,6 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 	bs := s.blueprints[bp]
 	if bs == nil {
 		return nil, false, notFoundBlueprint(bp)
-	}
-	if o.mode == modePatch {
-		for k := range in {
-			if !slices.Contains(patchKeys, k) {
-				return nil, false, invalid("unknown key %q in the body", k)
-			}
-		}
 	}
 	id, idErr := s.resolveIdentifier(bp, in, o)
 	if idErr != nil {
@@ -208,7 +199,7 @@ func (s *store) resolveIdentifier(bp string, in map[string]any, o writeOpts) (st
 		}
 		return v, nil
 	case map[string]any:
-		ids, err := s.matchQuery(bp, v, []string{"=", "in"}, 2)
+		ids, err := s.matchQuery(bp, v, 2)
 		if err != nil {
 			return "", err
 		}
@@ -256,7 +247,7 @@ func (s *store) relationValue(name string, def relDef, v any) (any, []string, *a
 		}
 		return slices.Clone(t), ids, nil
 	case map[string]any:
-		ids, err := s.matchQuery(def.target, t, []string{"=", "in", "contains"}, 101)
+		ids, err := s.matchQuery(def.target, t, 101)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -297,7 +288,7 @@ func (s *store) parseTeam(bs *bpState, in map[string]any) ([]string, bool, *apiE
 			team = append(team, s)
 		}
 	case map[string]any:
-		ids, err := s.matchQuery("_team", t, []string{"=", "in", "contains"}, 101)
+		ids, err := s.matchQuery("_team", t, 101)
 		if err != nil {
 			return nil, false, err
 		}
