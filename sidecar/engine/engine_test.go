@@ -64,7 +64,7 @@ func newEnv(t *testing.T, load func(*catalogtest.Emulator), opts ...envOption) *
 	t.Cleanup(portSrv.Close)
 	var err error
 	e.portCl, err = port.New(port.Config{BaseURL: portSrv.URL, ClientID: e.portEmu.ClientID(), ClientSecret: e.portEmu.ClientSecret(),
-		UserAgent: "portbridge/test", InstanceID: "engine-test", RetryBaseDelay: 50 * time.Millisecond})
+		IntegrationIdentifier: "engine-test", RetryBaseDelay: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestInitialResyncThenNothing(t *testing.T) {
 	}
 	// Every Port entity came from us, with our User-Agent as data source.
 	for _, r := range e.portEmu.Records("component") {
-		if len(r.DataSources) == 0 || !strings.Contains(r.DataSources[0], "portbridge/test") {
+		if len(r.DataSources) == 0 || !strings.Contains(r.DataSources[0], "portbridge/backstage/") || !strings.Contains(r.DataSources[0], "/engine-test/exporter") {
 			t.Errorf("%v: data sources %v", r.Entity.Identifier, r.DataSources)
 			break
 		}

@@ -2,23 +2,18 @@ package engine_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
 	"github.com/portbridge/portbridge/sidecar/engine"
 	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/plan"
 	"github.com/portbridge/portbridge/sidecar/port"
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
 	"github.com/portbridge/portbridge/sidecar/state"
@@ -32,7 +27,6 @@ type refusedSetup struct {
 	cat    *catalogtest.Emulator
 	emu    *porttest.Emulator
 	mapper *mapping.Mapper
-	rec    *failureRecorder
 	eng    *engine.Engine
 }
 
@@ -72,9 +66,8 @@ func newRefusedSetup(t *testing.T, load func(*catalogtest.Emulator)) *refusedSet
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	s.rec = &failureRecorder{Client: pc, failed: map[string]error{}}
-	s.eng, err = engine.New(engine.Options{Store: store, Catalog: cc, Port: s.rec, Mapper: s.mapper,
-		ManagedBlueprints: mcfg.ManagedBlueprints(), Policy: engine.PolicySync,
+	s.eng, err = engine.New(engine.Options{Store: store, Catalog: cc, Port: pc, Mapper: s.mapper,
+		ManagedBlueprints: mcfg.ManagedBlueprints(), Policy: plan.PolicySync,
 		CreateMissingRelatedEntities: mcfg.CreateMissingRelatedEntities, MergeEntities: mcfg.EnableMergeEntity,
 		DeleteDependents: mcfg.DeleteDependentEntities, DeletionThreshold: mcfg.EntityDeletionThreshold,
 		DeleteGracePeriod: time.Second, RetryBase: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond})
@@ -90,9 +83,9 @@ func badComponent(name string) catalog.Entity {
 		"spec":     map[string]any{"type": "service", "lifecycle": "production", "owner": "team-a", "team": map[string]any{"name": "team-a"}}}
 }
 
-// checkOnlyRefused asserts that the engine was told of exactly one failed
-// entity, badID, with Port's 422 about its team, that it is not in Port,
-// and that every other entity of refs is.
+// checkOnlyRefused asserts that status shows exactly one failed entity,
+// badID, with Port's 422 about its team, that it is not in Port, and that
+// every other entity of refs is.
 func (s *refusedSetup) checkOnlyRefused(t *testing.T, badID string, refs []string) {
 	t.Helper()
 	if _, ok := s.emu.Entity("component", badID); ok {
@@ -114,15 +107,17 @@ func (s *refusedSetup) checkOnlyRefused(t *testing.T, badID string, refs []strin
 	if landed < 19 {
 		t.Fatalf("only %d entities checked", landed)
 	}
-	s.rec.mu.Lock()
-	defer s.rec.mu.Unlock()
-	if len(s.rec.failed) != 1 {
-		t.Fatalf("the engine was told of %d failed entities, want 1: %v", len(s.rec.failed), s.rec.failed)
+	// Status shows exactly that entity, with Port's status and message.
+	st, err := s.eng.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	var pe *port.Error
-	if !errors.As(s.rec.failed[badID], &pe) || pe.Status != 422 || pe.Code != port.CodeInvalidRequest ||
-		pe.Entity != badID || !strings.Contains(pe.Message, "team") {
-		t.Fatalf("the failure of %s is %#v, want Port's 422 invalid_request about its team", badID, s.rec.failed[badID])
+	if len(st.Failures) != 1 {
+		t.Fatalf("status lists %d failed entities, want 1: %+v", len(st.Failures), st.Failures)
+	}
+	f := st.Failures[0]
+	if f.Identifier != badID || f.Status != 422 || f.Code != port.CodeInvalidRequest || !f.Permanent || !strings.Contains(f.Message, "team") {
+		t.Fatalf("the failure of %s is %+v, want Port's 422 invalid_request about its team", badID, f)
 	}
 }
 
@@ -178,20 +173,11 @@ func TestChangePathOneEntityPortRefuses(t *testing.T) {
 		_ = s.eng.Run(ctx)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	var changes []*portbridgev1.Change
+	var changes []state.Change
 	for _, e := range ents {
-		ref, err := catalog.RefOf(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := structpb.NewStruct(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		changes = append(changes, &portbridgev1.Change{EntityRef: ref.String(), ObservedAt: timestamppb.Now(),
-			Change: &portbridgev1.Change_Upserted{Upserted: &portbridgev1.Upserted{Entity: st}}})
+		changes = append(changes, upsertChange(t, e))
 	}
-	if _, err := s.eng.Publish(ctx, changes, false, "test"); err != nil {
+	if _, err := s.eng.Publish(ctx, changes, false); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -205,27 +191,9 @@ func TestChangePathOneEntityPortRefuses(t *testing.T) {
 }
 
 func (s *refusedSetup) failures() int {
-	s.rec.mu.Lock()
-	defer s.rec.mu.Unlock()
-	return len(s.rec.failed)
-}
-
-// failureRecorder is the real Port client, noting the per-entity failures
-// it returns to the engine.
-type failureRecorder struct {
-	*port.Client
-	mu     sync.Mutex
-	failed map[string]error
-}
-
-func (r *failureRecorder) BulkUpsert(ctx context.Context, blueprint string, entities []port.Entity, opts port.UpsertOptions) ([]port.BulkResult, error) {
-	res, err := r.Client.BulkUpsert(ctx, blueprint, entities, opts)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, x := range res {
-		if x.Err != nil {
-			r.failed[x.Identifier] = x.Err
-		}
+	st, err := s.eng.Status(context.Background())
+	if err != nil {
+		return 0
 	}
-	return res, err
+	return len(st.Failures)
 }

@@ -41,10 +41,7 @@ type Config struct {
 	IntegrationIdentifier string
 	// UserAgent, when set, is sent instead of the one built from Version and
 	// IntegrationIdentifier.
-	UserAgent string
-	// InstanceID is IntegrationIdentifier's former name, used when
-	// IntegrationIdentifier is empty; new code sets IntegrationIdentifier.
-	InstanceID        string
+	UserAgent         string
 	MaxConcurrency    int                   // cap on in-flight requests, default 8
 	RequestsPerSecond float64               // optional client-side limit, 0 = none (server headers still honoured)
 	HTTPClient        *http.Client          // optional
@@ -98,9 +95,6 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("port client: client id and client secret are required")
 	}
 	ident := cfg.IntegrationIdentifier
-	if ident == "" {
-		ident = cfg.InstanceID
-	}
 	if ident == "" {
 		ident = DefaultIntegrationIdentifier
 	}

@@ -23,7 +23,6 @@ func TestUserAgentFromConfig(t *testing.T) {
 	}{
 		{port.Config{}, "portbridge/backstage/dev/portbridge/exporter"},
 		{port.Config{Version: "v1.0.0-3-gabc/dirty", IntegrationIdentifier: "prod_eu.1"}, "portbridge/backstage/v1.0.0-3-gabc-dirty/prod_eu.1/exporter"},
-		{port.Config{InstanceID: "legacy"}, "portbridge/backstage/dev/legacy/exporter"},
 	} {
 		tc.cfg.ClientID, tc.cfg.ClientSecret = "a", "b"
 		c, err := port.New(tc.cfg)
