@@ -125,7 +125,7 @@ func writePlan(w io.Writer, s *engine.Report) error {
 	row := func(action string, c plan.Change) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", action, c.Blueprint, c.Identifier, c.Ref, c.Reason)
 		for _, f := range c.Fields {
-			fmt.Fprintf(tw, "\t\t  %s:\t%s → %s\t\n", f.Path, value(f.Old), value(f.New))
+			fmt.Fprintf(tw, "\t\t\t\t  %s: %s → %s\n", f.Path, value(f.Old), value(f.New))
 		}
 	}
 	for _, l := range []struct {
