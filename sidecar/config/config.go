@@ -95,6 +95,7 @@ type Sync struct {
 	ResyncOnStart     bool     `yaml:"resyncOnStart" desc:"run a full resync when the sidecar starts"`
 	VerifyInterval    Duration `yaml:"verifyInterval" desc:"time between verify passes that repair drift in Port (0 disables)"`
 	DeleteGracePeriod Duration `yaml:"deleteGracePeriod" desc:"how long a deletion waits, then re-checks the catalog, before deleting in Port"`
+	DeletionWindow    Duration `yaml:"deletionWindow" desc:"window over which change-path deletions are weighed against entityDeletionThreshold"`
 	Workers           int      `yaml:"workers" desc:"workers applying queued changes"`
 	FlushInterval     Duration `yaml:"flushInterval" desc:"longest a change waits to fill a Port bulk request"`
 }
@@ -133,7 +134,7 @@ func Default() Config {
 		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, Integration: Integration{Identifier: port.DefaultIntegrationIdentifier}},
 		Mapping:   Mapping{InitializePortResources: true, Timeout: Duration(time.Second)},
 		Sync: Sync{Policy: "sync", ResyncInterval: Duration(time.Hour), ResyncOnStart: true, VerifyInterval: Duration(24 * time.Hour),
-			DeleteGracePeriod: Duration(30 * time.Second), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
+			DeleteGracePeriod: Duration(30 * time.Second), DeletionWindow: Duration(10 * time.Minute), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
 		Log: Log{Level: "info", Format: "json"},
 	}
 }
@@ -443,6 +444,9 @@ func (c *Config) Validate() error {
 		if d < 0 {
 			bad(key, "must not be negative")
 		}
+	}
+	if c.Sync.DeletionWindow.D() <= 0 {
+		bad("sync.deletionWindow", "must be positive")
 	}
 	if c.Sync.Workers < 1 || c.Sync.Workers > 256 {
 		bad("sync.workers", "must be between 1 and 256, got %d", c.Sync.Workers)

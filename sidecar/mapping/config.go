@@ -28,8 +28,9 @@ type Config struct {
 	CreateMissingRelatedEntities bool
 	DeleteDependentEntities      bool
 	EnableMergeEntity            bool
-	// EntityDeletionThreshold is the largest share (0..1) of a blueprint's
-	// entities a resync may delete.
+	// EntityDeletionThreshold is the largest share (0..1) of the owned
+	// entities one plan may delete (see plan.Guard): 0 forbids deletion, 1
+	// sets no limit; absent means DefaultEntityDeletionThreshold.
 	EntityDeletionThreshold float64
 }
 
