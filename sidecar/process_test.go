@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +25,6 @@ import (
 	"github.com/portbridge/portbridge/client"
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/sidecar/catalog"
-	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
 	"github.com/portbridge/portbridge/sidecar/port"
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
 )
@@ -225,13 +223,8 @@ func TestBurstSurvivesKill9(t *testing.T) {
 		t.Skip("builds and kills the binary")
 	}
 	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 2})
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	portEmu := porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(portEmu)
-	defer portSrv.Close()
-	env := childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: filepath.Join(t.TempDir(), "state.db")}
+	_, catURL, portEmu, portURL := emulators(t, 2, 0)
+	env := childEnv{catalogURL: catURL, portURL: portURL, statePath: filepath.Join(t.TempDir(), "state.db")}
 	c := startChild(t, env)
 	cl := c.client()
 
@@ -298,18 +291,10 @@ func TestResyncSurvivesKill9(t *testing.T) {
 		t.Skip("builds and kills the binary")
 	}
 	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 3})
-	if err := cat.UpsertAll(catalogtest.Generate(3000, 3)); err != nil {
-		t.Fatal(err)
-	}
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	portEmu := porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(portEmu)
-	defer portSrv.Close()
+	cat, catURL, portEmu, portURL := emulators(t, 3, 3000)
 	// Slow Port down so the kill lands in the middle of the resync.
 	portEmu.InjectFaults(porttest.FaultSpec{Latency: 20 * time.Millisecond, Route: "POST /v1/blueprints/{b}/entities/bulk", For: time.Hour})
-	env := childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true}
+	env := childEnv{catalogURL: catURL, portURL: portURL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true}
 	c := startChild(t, env)
 	// A Port entity that is not ours, in a blueprint we manage.
 	for {
@@ -374,26 +359,18 @@ func TestSyncOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 4})
-	if err := cat.UpsertAll(catalogtest.Generate(50, 4)); err != nil {
-		t.Fatal(err)
-	}
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	portEmu := porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(portEmu)
-	defer portSrv.Close()
+	cat, catURL, portEmu, portURL := emulators(t, 4, 50)
 	dir := t.TempDir()
 	write := func(catalogURL string) string {
 		p := filepath.Join(dir, fmt.Sprintf("cfg-%d.yaml", time.Now().UnixNano()))
 		cfg := fmt.Sprintf("server:\n  token: unused-token\nstate:\n  path: %s\nbackstage:\n  baseUrl: %s\n  token: catalog-token-123\nport:\n  baseUrl: %s\n  clientId: %s\n  clientSecret: %s\n",
-			filepath.Join(dir, "state.db"), catalogURL, portSrv.URL, porttest.DefaultClientID, porttest.DefaultClientSecret)
+			filepath.Join(dir, "state.db"), catalogURL, portURL, porttest.DefaultClientID, porttest.DefaultClientSecret)
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	good := write(catSrv.URL)
+	good := write(catURL)
 	run := func(args ...string) (string, int) {
 		cmd := exec.Command(bin, args...)
 		out, _ := cmd.Output()

@@ -43,18 +43,14 @@ func newOneShot(t *testing.T, extra string) *oneShot {
 		t.Skip("builds the binary")
 	}
 	o := &oneShot{t: t, dir: t.TempDir()}
-	o.cat = catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 5})
+	var catURL, portURL string
+	o.cat, catURL, o.portEmu, portURL = emulators(t, 5, 0)
 	if err := o.cat.LoadFiles(exampleFiles...); err != nil {
 		t.Fatal(err)
 	}
-	catSrv := httptest.NewServer(o.cat)
-	t.Cleanup(catSrv.Close)
-	o.portEmu = porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(o.portEmu)
-	t.Cleanup(portSrv.Close)
 	o.config = filepath.Join(o.dir, "portbridge.yaml")
 	cfg := fmt.Sprintf("server:\n  token: unused-token\nstate:\n  path: %s\nbackstage:\n  baseUrl: %s\n  token: catalog-token-123\nport:\n  baseUrl: %s\n  clientId: %s\n  clientSecret: %s\nlog:\n  level: warn\n%s",
-		filepath.Join(o.dir, "state.db"), catSrv.URL, portSrv.URL, porttest.DefaultClientID, porttest.DefaultClientSecret, extra)
+		filepath.Join(o.dir, "state.db"), catURL, portURL, porttest.DefaultClientID, porttest.DefaultClientSecret, extra)
 	if err := os.WriteFile(o.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -154,13 +150,8 @@ func TestPermanentFailureVisibleInStatus(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 6})
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	portEmu := porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(portEmu)
-	defer portSrv.Close()
-	c := startChild(t, childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true})
+	_, catURL, portEmu, portURL := emulators(t, 6, 0)
+	c := startChild(t, childEnv{catalogURL: catURL, portURL: portURL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true})
 	// Port refuses lifecycles outside an enum once the blueprint has one.
 	var bpReady bool
 	for range 200 {
@@ -211,15 +202,7 @@ func TestBrokenStateFiles(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 7})
-	if err := cat.UpsertAll(catalogtest.Generate(50, 7)); err != nil {
-		t.Fatal(err)
-	}
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	portEmu := porttest.New(porttest.Options{})
-	portSrv := httptest.NewServer(portEmu)
-	defer portSrv.Close()
+	_, catURL, _, portURL := emulators(t, 7, 50)
 	dir := t.TempDir()
 
 	t.Run("truncated", func(t *testing.T) {
@@ -241,7 +224,7 @@ func TestBrokenStateFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := &oneShot{t: t}
-		_, errOut, code := c.run("serve", "--config", writeChildConfig(t, catSrv.URL, portSrv.URL, path))
+		_, errOut, code := c.run("serve", "--config", writeChildConfig(t, catURL, portURL, path))
 		if code == 0 || !strings.Contains(errOut, path) || !strings.Contains(errOut, "truncated") || strings.Contains(errOut, "SIGBUS") || strings.Contains(errOut, "panic") {
 			t.Fatalf("exit %d\n%s", code, errOut)
 		}
@@ -249,7 +232,7 @@ func TestBrokenStateFiles(t *testing.T) {
 
 	t.Run("deleted while running, and a second daemon", func(t *testing.T) {
 		path := filepath.Join(dir, "live.db")
-		c := startChild(t, childEnv{catalogURL: catSrv.URL, portURL: portSrv.URL, statePath: path})
+		c := startChild(t, childEnv{catalogURL: catURL, portURL: portURL, statePath: path})
 		second := &oneShot{t: t}
 		_, errOut, code := second.run("serve", "--config", c.config)
 		if code == 0 || !strings.Contains(errOut, "locked by another process") || !strings.Contains(errOut, path) {
@@ -285,6 +268,24 @@ func TestBrokenStateFiles(t *testing.T) {
 			t.Fatal("the daemon kept running after losing its state file")
 		}
 	})
+}
+
+// emulators serves a catalog emulator with n generated entities (none when
+// n is 0) and a Port emulator for the test's lifetime.
+func emulators(t *testing.T, seed int64, n int) (cat *catalogtest.Emulator, catalogURL string, portEmu *porttest.Emulator, portURL string) {
+	t.Helper()
+	cat = catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: uint64(seed)})
+	if n > 0 {
+		if err := cat.UpsertAll(catalogtest.Generate(n, seed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catSrv := httptest.NewServer(cat)
+	t.Cleanup(catSrv.Close)
+	portEmu = porttest.New(porttest.Options{})
+	portSrv := httptest.NewServer(portEmu)
+	t.Cleanup(portSrv.Close)
+	return cat, catSrv.URL, portEmu, portSrv.URL
 }
 
 // writeChildConfig writes a serve config for the emulators and path.
