@@ -57,6 +57,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
+	logPreflight(ctx, cfg, log)
 	return serve(ctx, cfg, log, nil)
 }
 
@@ -120,6 +121,9 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
+	if err := preflight(ctx, cfg, peerBackstage, peerPort); err != nil {
+		return fmt.Errorf("cannot start: %w", err)
+	}
 	if *dryRun {
 		// A dry run must not create blueprints either.
 		cfg.Mapping.InitializePortResources = false
