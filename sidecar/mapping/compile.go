@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/itchyny/gojq"
@@ -328,4 +329,39 @@ func constString(expr string) string {
 		return ""
 	}
 	return q.Term.Str.Str
+}
+
+// Literal returns the value of a jq expression (as written in a mapping,
+// single quotes allowed) that is a constant string, number, true, false or
+// null, and whether it is one. Anything that reads the input or calls a
+// function is not a literal.
+func Literal(expr string) (any, bool) {
+	q, err := gojq.Parse(normalizeQuotes(expr))
+	if err != nil {
+		return nil, false
+	}
+	for q.Term != nil && q.Term.Type == gojq.TermTypeQuery && q.Left == nil && q.Right == nil &&
+		len(q.FuncDefs) == 0 && len(q.Term.SuffixList) == 0 {
+		q = q.Term.Query // parenthesised
+	}
+	if q.Term == nil || q.Left != nil || q.Right != nil || len(q.FuncDefs) > 0 || len(q.Term.SuffixList) > 0 {
+		return nil, false
+	}
+	switch q.Term.Type {
+	case gojq.TermTypeNull:
+		return nil, true
+	case gojq.TermTypeTrue:
+		return true, true
+	case gojq.TermTypeFalse:
+		return false, true
+	case gojq.TermTypeNumber:
+		f, err := strconv.ParseFloat(q.Term.Number, 64)
+		return f, err == nil
+	case gojq.TermTypeString:
+		if q.Term.Str == nil || len(q.Term.Str.Queries) > 0 || q.Term.Format != "" {
+			return nil, false
+		}
+		return q.Term.Str.Str, true
+	}
+	return nil, false
 }
