@@ -15,7 +15,6 @@ import (
 
 	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
 	"github.com/portbridge/portbridge/sidecar/mapcheck"
-	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/port"
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
 )
@@ -285,53 +284,6 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
-}
-
-// The mapcheck value rules, one by one.
-func TestMapcheckValues(t *testing.T) {
-	t.Parallel()
-	bp := port.Blueprint{Identifier: "svc", Schema: port.BlueprintSchema{
-		Required: []string{"owner"},
-		Properties: map[string]port.Property{
-			"owner": {Type: "string"}, "url": {Type: "string", Format: "url"}, "mail": {Type: "string", Format: "email"},
-			"when": {Type: "string", Format: "date-time"}, "n": {Type: "number"}, "ok": {Type: "boolean"},
-			"obj": {Type: "object"}, "tags": {Type: "array", Items: map[string]any{"type": "string", "enum": []any{"a", "b"}}},
-		}}}
-	for _, tc := range []struct{ expr, want string }{
-		{`"x"`, ""},
-		{`.missing`, `the value is null, and blueprint "svc" requires property "owner"`},
-		{`"not a url"`, "format url"},
-		{`"nobody"`, "format email"},
-		{`"yesterday"`, "format date-time"},
-		{`"1"`, "of type number"},
-		{`1`, "of type boolean"},
-		{`[1]`, "of type object"},
-		{`["a", "c"]`, "item 1: the string \"c\" is not one of its enum values [a, b]"},
-	} {
-		prop := map[string]string{`"x"`: "owner", `.missing`: "owner", `"not a url"`: "url", `"nobody"`: "mail", `"yesterday"`: "when",
-			`"1"`: "n", `1`: "ok", `[1]`: "obj", `["a", "c"]`: "tags"}[tc.expr]
-		doc := fmt.Sprintf("resources:\n  - kind: component\n    selector: {query: 'true'}\n    port:\n      entity:\n        mappings:\n          identifier: .metadata.identifier\n          blueprint: '\"svc\"'\n          properties:\n            owner: '\"me\"'\n            %s: '%s'\n", prop, tc.expr)
-		if prop == "owner" {
-			doc = strings.Replace(doc, "            owner: '\"me\"'\n", "", 1)
-		}
-		mcfg, err := mapping.Load([]byte(doc), "m.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ent := map[string]any{"kind": "Component", "metadata": map[string]any{"name": "x"}}
-		res := mapcheck.Check(context.Background(), mapcheck.Input{Config: mcfg, Blueprints: []port.Blueprint{bp},
-			Sample: func(yield func(map[string]any) bool) { yield(ent) }})
-		var msgs []string
-		for _, p := range res.Problems {
-			if p.Severity == mapcheck.Error {
-				msgs = append(msgs, p.Message)
-			}
-		}
-		got := strings.Join(msgs, "\n")
-		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("%s = %s: errors %q, want %q", prop, tc.expr, got, tc.want)
-		}
-	}
 }
 
 // config check against an unreachable Port, with the real binary: a

@@ -209,13 +209,13 @@ func (c *checker) static(i int) {
 		}
 		if lit, ok := mapping.Literal(m.Properties[prop]); ok && lit != nil {
 			if msg := checkValue(def, lit); msg != "" {
-				c.add(c.at(i, field, r.ValuePosition(field), Error, "the constant %s does not fit property %q of blueprint %q: %s", describe(lit), prop, name, msg))
+				c.add(c.at(i, field, r.ValuePosition(field), Error, "the constant %s does not fit property %q of blueprint %q: %s", literal(lit), prop, name, msg))
 			}
 		}
 	}
 	for _, req := range bp.Schema.Required {
 		if _, ok := m.Properties[req]; !ok {
-			c.add(c.at(i, "properties", r.FieldPosition("properties"), Error, "blueprint %q requires property %q, which this resource does not map: Port refuses the entities (422)", name, req))
+			c.add(c.at(i, "properties", sectionPosition(r, "properties"), Error, "blueprint %q requires property %q, which this resource does not map: Port refuses the entities (422)", name, req))
 		}
 	}
 	for _, rel := range sortedKeys(m.Relations) {
@@ -228,10 +228,27 @@ func (c *checker) static(i int) {
 	for _, rel := range sortedKeys(bp.Relations) {
 		if bp.Relations[rel].Required {
 			if _, ok := m.Relations[rel]; !ok {
-				c.add(c.at(i, "relations", r.FieldPosition("relations"), Error, "blueprint %q requires relation %q, which this resource does not map: Port refuses the entities (422)", name, rel))
+				c.add(c.at(i, "relations", sectionPosition(r, "relations"), Error, "blueprint %q requires relation %q, which this resource does not map: Port refuses the entities (422)", name, rel))
 			}
 		}
 	}
+}
+
+// sectionPosition is where a resource's properties or relations are, or
+// where its blueprint is named when it has none.
+func sectionPosition(r *mapping.Resource, section string) mapping.Position {
+	if p := r.FieldPosition(section); p.Column > 0 {
+		return p
+	}
+	return r.ValuePosition("blueprint")
+}
+
+// literal formats a constant as jq would write it.
+func literal(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprint(v)
 }
 
 // hintProperty suggests what the author may have meant.

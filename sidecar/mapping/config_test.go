@@ -130,3 +130,30 @@ func TestValidIdentifier(t *testing.T) {
 		}
 	}
 }
+
+func TestLiteral(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		expr string
+		want any
+		ok   bool
+	}{
+		{`"component"`, "component", true},
+		{`'component'`, "component", true},
+		{`("x")`, "x", true},
+		{`42`, 42.0, true},
+		{`true`, true, true},
+		{`null`, nil, true},
+		{`.metadata.name`, nil, false},
+		{`"a\(.x)"`, nil, false},
+		{`"a" + "b"`, nil, false},
+		{`"a" | ascii_upcase`, nil, false},
+		{`[1]`, nil, false},
+		{`| |`, nil, false},
+	} {
+		got, ok := Literal(tc.expr)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("Literal(%s) = %v, %v; want %v, %v", tc.expr, got, ok, tc.want, tc.ok)
+		}
+	}
+}
