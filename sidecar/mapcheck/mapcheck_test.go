@@ -58,7 +58,6 @@ func TestValues(t *testing.T) {
 	}
 }
 
-
 // Static checks need no sample: unknown blueprint, property, relation,
 // required ones, constants that cannot fit, constant identifiers.
 func TestStatic(t *testing.T) {
