@@ -418,9 +418,11 @@ func TestOfficialChartValues(t *testing.T) {
 	t.Run("schema enforced", func(t *testing.T) {
 		t.Parallel()
 		for name, edit := range map[string]func(bs map[string]any){
-			"unknown key":     func(bs map[string]any) { bs["extraContainer"] = bs["extraContainers"] },
-			"wrong type":      func(bs map[string]any) { bs["extraEnvVarsSecrets"] = "portbridge" },
-			"extraAppConfig":  func(bs map[string]any) { bs["extraAppConfig"] = []any{map[string]any{"file": "x.yaml", "configMapRef": "x"}} },
+			"unknown key": func(bs map[string]any) { bs["extraContainer"] = bs["extraContainers"] },
+			"wrong type":  func(bs map[string]any) { bs["extraEnvVarsSecrets"] = "portbridge" },
+			"extraAppConfig": func(bs map[string]any) {
+				bs["extraAppConfig"] = []any{map[string]any{"file": "x.yaml", "configMapRef": "x"}}
+			},
 			"annotation type": func(bs map[string]any) { bs["podAnnotations"] = map[string]any{"n": 1} },
 		} {
 			v := withImage(t)
