@@ -3,6 +3,7 @@ package mapcheck
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -151,7 +152,7 @@ func (c *checker) entity(x mapping.Mapped, ref string) {
 		return
 	}
 	_, constBP := mapping.Literal(r.Mappings.Blueprint)
-	for _, prop := range sortedKeys(x.Entity.Properties) {
+	for _, prop := range slices.Sorted(maps.Keys(x.Entity.Properties)) {
 		field := "properties." + prop
 		v := x.Entity.Properties[prop]
 		def, ok := bp.Schema.Properties[prop]
@@ -176,7 +177,7 @@ func (c *checker) entity(x mapping.Mapped, ref string) {
 	if constBP {
 		return
 	}
-	for _, rel := range sortedKeys(x.Entity.Relations) {
+	for _, rel := range slices.Sorted(maps.Keys(x.Entity.Relations)) {
 		if _, ok := bp.Relations[rel]; !ok {
 			field := "relations." + rel
 			c.seen(fmt.Sprintf("norel\x00%d\x00%s\x00%s", i, bp.Identifier, rel), ref, func() *Problem {

@@ -14,6 +14,7 @@ package mapcheck
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
@@ -196,10 +197,10 @@ func (c *checker) static(i int) {
 	}
 	bp := c.bps[name]
 	if bp == nil {
-		c.add(c.at(i, "blueprint", r.ValuePosition("blueprint"), Error, "blueprint %q does not exist in %s; known: %s", name, c.src, strings.Join(sortedKeys(c.bps), ", ")))
+		c.add(c.at(i, "blueprint", r.ValuePosition("blueprint"), Error, "blueprint %q does not exist in %s; known: %s", name, c.src, strings.Join(slices.Sorted(maps.Keys(c.bps)), ", ")))
 		return
 	}
-	for _, prop := range sortedKeys(m.Properties) {
+	for _, prop := range slices.Sorted(maps.Keys(m.Properties)) {
 		field := "properties." + prop
 		def, ok := bp.Schema.Properties[prop]
 		if !ok {
@@ -218,14 +219,14 @@ func (c *checker) static(i int) {
 			c.add(c.at(i, "properties", sectionPosition(r, "properties"), Error, "blueprint %q requires property %q, which this resource does not map: Port refuses the entities (422)", name, req))
 		}
 	}
-	for _, rel := range sortedKeys(m.Relations) {
+	for _, rel := range slices.Sorted(maps.Keys(m.Relations)) {
 		if _, ok := bp.Relations[rel]; !ok {
 			field := "relations." + rel
 			c.add(c.at(i, field, r.FieldPosition(field), Error, "blueprint %q has no relation %q, so Port refuses every entity of this resource (422); its relations: %s",
-				name, rel, orNone(sortedKeys(bp.Relations))))
+				name, rel, orNone(slices.Sorted(maps.Keys(bp.Relations)))))
 		}
 	}
-	for _, rel := range sortedKeys(bp.Relations) {
+	for _, rel := range slices.Sorted(maps.Keys(bp.Relations)) {
 		if bp.Relations[rel].Required {
 			if _, ok := m.Relations[rel]; !ok {
 				c.add(c.at(i, "relations", sectionPosition(r, "relations"), Error, "blueprint %q requires relation %q, which this resource does not map: Port refuses the entities (422)", name, rel))
@@ -268,7 +269,7 @@ func hintProperty(prop string, bp *port.Blueprint) string {
 	if best != "" {
 		return fmt.Sprintf("; did you mean %q?", best)
 	}
-	return "; its properties: " + orNone(sortedKeys(bp.Schema.Properties))
+	return "; its properties: " + orNone(slices.Sorted(maps.Keys(bp.Schema.Properties)))
 }
 
 // checkValue says why v cannot be the value of a property defined as def,
@@ -381,15 +382,6 @@ func orNone(s []string) string {
 		return "none"
 	}
 	return strings.Join(s, ", ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // distance is the Levenshtein distance of a and b.

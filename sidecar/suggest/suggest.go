@@ -15,10 +15,10 @@ package suggest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/portbridge/portbridge/sidecar/mapping"
@@ -140,7 +140,7 @@ func (c *Collector) MapperBlueprints() []port.Blueprint {
 		}
 	}
 	list := make([]port.Blueprint, 0, len(out))
-	for _, id := range sortedKeys(out) {
+	for _, id := range slices.Sorted(maps.Keys(out)) {
 		list = append(list, out[id])
 	}
 	return list
@@ -261,7 +261,7 @@ func typeOf(v any) string {
 // Plan compares what was collected with the current blueprints.
 func (c *Collector) Plan() *Plan {
 	p := &Plan{Blueprints: []Blueprint{}}
-	for _, id := range sortedKeys(c.stats) {
+	for _, id := range slices.Sorted(maps.Keys(c.stats)) {
 		st := c.stats[id]
 		cur, ok := c.bps[id]
 		if !ok {
@@ -272,7 +272,7 @@ func (c *Collector) Plan() *Plan {
 			ch.Blueprint = id
 			bp.Changes = append(bp.Changes, ch)
 		}
-		for _, name := range sortedKeys(st.props) {
+		for _, name := range slices.Sorted(maps.Keys(st.props)) {
 			ps := st.props[name]
 			def, has := cur.Schema.Properties[name]
 			switch {
@@ -286,19 +286,19 @@ func (c *Collector) Plan() *Plan {
 		}
 		// Only what this mapping sets: other integrations or people may
 		// fill the rest.
-		for _, name := range sortedKeys(cur.Schema.Properties) {
+		for _, name := range slices.Sorted(maps.Keys(cur.Schema.Properties)) {
 			if ps := st.props[name]; ps != nil && ps.filled == 0 && !slices.Contains(cur.Schema.Required, name) {
 				add(Change{Path: "schema.properties." + name, Kind: "unused-property",
 					Reason: fmt.Sprintf("the mapping sets it, and it is empty in all %d entities: remove it from the blueprint and the mapping if the catalog will not fill it; --apply never removes", st.entities)})
 			}
 		}
-		for _, name := range sortedKeys(st.rels) {
+		for _, name := range slices.Sorted(maps.Keys(st.rels)) {
 			rs := st.rels[name]
 			if _, has := cur.Relations[name]; !has && rs.filled > 0 {
 				add(c.newRelation(name, rs))
 			}
 		}
-		for _, name := range sortedKeys(cur.Relations) {
+		for _, name := range slices.Sorted(maps.Keys(cur.Relations)) {
 			if rs := st.rels[name]; rs != nil && rs.filled == 0 && !cur.Relations[name].Required {
 				add(Change{Path: "relations." + name, Kind: "unused-relation",
 					Reason: fmt.Sprintf("the mapping sets it, and none of the %d entities has a target: remove it from the blueprint and the mapping if the catalog will not use it; --apply never removes", st.entities)})
@@ -313,10 +313,10 @@ func (c *Collector) Plan() *Plan {
 func newProperty(name string, ps *propStats) Change {
 	ch := Change{Path: "schema.properties." + name, Kind: "property"}
 	if len(ps.types) != 1 {
-		ch.Reason = fmt.Sprintf("the mapping fills it in %d entities, with values of several types (%s): add it by hand with the type you want", ps.filled, strings.Join(sortedKeys(ps.types), ", "))
+		ch.Reason = fmt.Sprintf("the mapping fills it in %d entities, with values of several types (%s): add it by hand with the type you want", ps.filled, strings.Join(slices.Sorted(maps.Keys(ps.types)), ", "))
 		return ch
 	}
-	typ := sortedKeys(ps.types)[0]
+	typ := slices.Sorted(maps.Keys(ps.types))[0]
 	def := map[string]any{"type": typ, "title": title(name)}
 	if typ == "array" {
 		def["items"] = map[string]any{"type": "string"}
@@ -327,7 +327,7 @@ func newProperty(name string, ps *propStats) Change {
 }
 
 func enumChange(name string, def port.Property, ps *propStats, entities int) (Change, bool) {
-	seen := sortedKeys(ps.values)
+	seen := slices.Sorted(maps.Keys(ps.values))
 	path := "schema.properties." + name + ".enum"
 	if len(def.Enum) == 0 {
 		return Change{Path: path, Kind: "enum", Value: seen,
@@ -367,7 +367,7 @@ func (c *Collector) newRelation(name string, rs *relStats) Change {
 		}
 	}
 	target, best := "", 0
-	for _, bp := range sortedKeys(votes) {
+	for _, bp := range slices.Sorted(maps.Keys(votes)) {
 		if votes[bp] > best {
 			target, best = bp, votes[bp]
 		}
@@ -544,13 +544,4 @@ func title(name string) string {
 		out = append(out, r)
 	}
 	return string(out)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
