@@ -51,8 +51,8 @@ test-deploy: ## render Helm/kustomize and validate against the Kubernetes API ty
 bench: ## benchmarks and the side-by-side table (DESIGN §8)
 	go run ./test/bench
 
-dev: ## the whole flow on this machine, no accounts
-	go run ./sidecar dev
+dev: build ## the whole flow on this machine, no accounts (builds bin/portbridge first; Ctrl-C ends it with status 0)
+	./bin/portbridge dev $(DEV_ARGS)
 
 image: ## multi-arch OCI image with ko into dist/image (no registry, no Docker)
 	go -C deploy run ./cmd/image --out ../dist/image --version $(VERSION) --commit $(COMMIT)

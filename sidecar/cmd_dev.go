@@ -43,8 +43,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	poll := fs.Duration("poll", time.Second, "how often the built-in poller (the Backstage module's twin) checks the catalog")
 	grace := fs.Duration("delete-grace", 3*time.Second, "deletion grace period")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	mappingFile := fs.String("mapping", "", "port-app-config `FILE` to map with (default: the embedded default mapping)")
+	blueprintsFile := fs.String("blueprints", "", "blueprints JSON `FILE` (default: the embedded default blueprints)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	log := newLogger(stderr, *logFormat, "info", nil)
 
@@ -89,7 +94,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	// The sidecar.
 	cfg := config.Default()
-	cfg.Server.Listen = *listen
+	cfg.Server.Listen = freeListen(*listen)
+	cfg.Mapping.File, cfg.Mapping.BlueprintsFile = *mappingFile, *blueprintsFile
 	cfg.Server.Token = "dev-" + randomHex(12)
 	cfg.Backstage.BaseURL, cfg.Backstage.Token = catURL, bsToken
 	cfg.Port.BaseURL, cfg.Port.ClientID, cfg.Port.ClientSecret = portURL, portEmu.ClientID(), portEmu.ClientSecret()
@@ -107,6 +113,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	cliConfig, removeCLIConfig, err := writeDevCLIConfig(cfg)
+	if err != nil {
+		return err
+	}
+	defer removeCLIConfig()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	addrc := make(chan string, 1)
@@ -141,22 +152,26 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	t := lr.GetTotals()
 	fmt.Fprintf(stdout, "\nInitial resync of %s: %s in %s — %d catalog entities, %d Port entities pushed, %d failed.\n\n", loaded, lr.GetState(),
 		time.Since(start).Round(time.Millisecond), t.GetSeen(), t.GetPushed(), t.GetFailed())
-	printLanded(stdout, portEmu, st.GetOwnedEntities())
+	printLanded(stdout, portEmu, st.GetOwnedEntities(), cat.Refs())
+	self := selfCommand()
 	fmt.Fprintf(stdout, `
   Sidecar (Connect, gRPC, gRPC-Web)  %s      token: %s
   Emulated Backstage catalog         %s/api/catalog   token: %s
   Emulated Port API                  %s/v1            client id/secret: %s / %s
   Metrics                            %s/metrics
+  Config for the CLI (these emulators, its own state file)   %s
 
-Try it (another terminal):
-  portbridge status --addr %s --token %s
+Try it (another terminal, same directory):
+  %s status --addr %s --token %s
   curl -s -X POST %s/_emulator/entities -H 'Content-Type: application/yaml' --data-binary $'apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: hello-dev\n  description: added in dev\nspec:\n  type: service\n  lifecycle: experimental\n  owner: team-a\n'
   curl -s %s/_emulator/dump | jq '.entities.component[] | select(.identifier == "component:default/hello-dev")'
   curl -s -X DELETE %s/_emulator/entities/component/default/hello-dev
+  %s sync --once --dry-run --config %s
+  %s config check --config %s
 
 Changes are polled every %s (as the Backstage module does) and reach Port within about a second. Ctrl-C stops everything.
-`, sidecarURL, cfg.Server.Token, catURL, bsToken, portURL, portEmu.ClientID(), portEmu.ClientSecret(), sidecarURL,
-		sidecarURL, cfg.Server.Token, catURL, portURL, catURL, *poll)
+`, sidecarURL, cfg.Server.Token, catURL, bsToken, portURL, portEmu.ClientID(), portEmu.ClientSecret(), sidecarURL, cliConfig,
+		self, sidecarURL, cfg.Server.Token, catURL, portURL, catURL, self, cliConfig, self, cliConfig, *poll)
 
 	// The Backstage module's twin: poll the catalog, publish changes.
 	cc, err := catalog.New(catalog.Config{BaseURL: catURL, Token: bsToken})
@@ -187,18 +202,57 @@ func waitFirstResync(ctx context.Context, cl *client.Client) (*portbridgev1.GetS
 	}
 }
 
-func printLanded(w io.Writer, emu *porttest.Emulator, owned map[string]uint64) {
+// printLanded prints what is in the emulated Port per blueprint, and
+// explains the entities Port holds that the catalog does not have: empty
+// placeholders Port creates for relation targets that do not exist
+// (createMissingRelatedEntities, Port's default), which portbridge does
+// not own and never deletes.
+func printLanded(w io.Writer, emu *porttest.Emulator, owned map[string]uint64, catalogRefs []string) {
 	bps := make([]string, 0, len(owned))
 	for bp := range owned {
 		bps = append(bps, bp)
 	}
 	slices.Sort(bps)
+	inCatalog := map[string]bool{}
+	for _, r := range catalogRefs {
+		inCatalog[strings.ToLower(r)] = true
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  BLUEPRINT\tIN PORT\tOWNED BY PORTBRIDGE")
+	var extra []string
 	for _, bp := range bps {
-		fmt.Fprintf(tw, "  %s\t%d\t%d\n", bp, len(emu.Entities(bp)), owned[bp])
+		ents := emu.Entities(bp)
+		fmt.Fprintf(tw, "  %s\t%d\t%d\n", bp, len(ents), owned[bp])
+		if uint64(len(ents)) <= owned[bp] {
+			continue
+		}
+		for _, e := range ents {
+			if id, _ := e.Identifier.(string); !inCatalog[id] {
+				extra = append(extra, placeholderNote(emu, bps, bp, id))
+			}
+		}
 	}
 	_ = tw.Flush()
+	for _, n := range extra {
+		fmt.Fprintln(w, n)
+	}
+}
+
+// placeholderNote explains one Port entity that no catalog entity maps to.
+func placeholderNote(emu *porttest.Emulator, bps []string, bp, id string) string {
+	for _, src := range bps {
+		for _, e := range emu.Entities(src) {
+			for rel, v := range e.Relations {
+				targets, _ := v.([]any)
+				if v == id || slices.Contains(targets, any(id)) {
+					return fmt.Sprintf("  * %s %s is not in the catalog: Port created it as an empty placeholder because %s relates to it (%s)\n"+
+						"    and the mapping keeps createMissingRelatedEntities: true (Port's default). portbridge does not own it and never deletes it.\n"+
+						"    `portbridge config check` lists such targets; README \"Placeholder entities\" explains this one.", bp, id, e.Identifier, rel)
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("  * %s %s is not in the catalog and portbridge does not own it.", bp, id)
 }
 
 // serveHTTP serves h on addr (falling back to a free port when addr is
@@ -218,6 +272,78 @@ func serveHTTP(addr string, h http.Handler) (string, func(), error) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// freeListen returns addr when it can be listened on, else a free port on
+// the same host (so `dev` starts next to whatever holds 8080).
+func freeListen(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		_ = ln.Close()
+		return addr
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if ln, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err != nil {
+		return addr // serve reports the error
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// writeDevCLIConfig writes a config file for the CLI (sync --once,
+// config check, blueprints suggest) pointing at this session's emulators,
+// with a state file of its own (the running sidecar holds the lock on its
+// own), and returns its path and a function that removes it.
+func writeDevCLIConfig(cfg config.Config) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "portbridge-dev-cli-")
+	if err != nil {
+		return "", nil, err
+	}
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	body := fmt.Sprintf(`# Written by portbridge dev for the CLI; removed when dev stops.
+server:
+  listen: "127.0.0.1:0"
+  token: %q
+state:
+  path: %q
+backstage:
+  baseUrl: %q
+  token: %q
+port:
+  baseUrl: %q
+  clientId: %q
+  clientSecret: %q
+mapping:
+  file: %q
+  blueprintsFile: %q
+`, cfg.Server.Token, filepath.Join(dir, "cli-state.db"), cfg.Backstage.BaseURL, cfg.Backstage.Token, cfg.Port.BaseURL,
+		cfg.Port.ClientID, cfg.Port.ClientSecret, abs(cfg.Mapping.File), abs(cfg.Mapping.BlueprintsFile))
+	path := filepath.Join(dir, "portbridge.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return path, func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// selfCommand is how to run this binary again from the working directory:
+// the path it was started with (./bin/portbridge under `make dev`), or
+// `go run ./sidecar` when `go run` built it into a temporary directory.
+func selfCommand() string {
+	p := os.Args[0]
+	if strings.Contains(p, "go-build") {
+		return "go run ./sidecar"
+	}
+	return p
 }
 
 func randomHex(n int) string {

@@ -10,21 +10,30 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 
 	"github.com/portbridge/portbridge/sidecar/mapping"
 )
 
 // runMap implements `portbridge map`, the mapping playground:
 //
-//	portbridge map [--config MAPPING] --entities FILE   print Port entities and warnings
+//	portbridge map [--config MAPPING] --entities FILE [--output yaml|json|ndjson] [--keep-going]
 //	portbridge map [--config MAPPING] --bench FILE      print entities per second (NDJSON input)
 //
-// Without --config the embedded default mapping is used.
+// Without --config the embedded default mapping is used. Only mapped Port
+// entities go to stdout (so the output pipes into jq or yq); warnings,
+// skipped entities and the summary go to stderr. An entity that fails to map
+// (skipped: no identifier or blueprint, an invalid identifier, a jq error
+// or timeout) stops the command with exit status 1 after the entities
+// mapped before it; with --keep-going every entity is mapped, every failure
+// reported, and the exit status is still 1 at the end.
 func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("map", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "port-app-config `FILE` (YAML, Port's format); default: the embedded default mapping")
 	entitiesPath := fs.String("entities", "", "Backstage entities `FILE`: YAML (one or many documents), JSON (object or array) or NDJSON; - for stdin")
+	output := fs.String("output", "yaml", "`FORMAT` of the Port entities on stdout: yaml (documents, for reading), json (one array) or ndjson (one entity per line, for jq)")
+	keepGoing := fs.Bool("keep-going", false, "map every entity even after one fails; the exit status is still 1 if any failed")
 	benchPath := fs.String("bench", "", "measure throughput over an NDJSON `FILE` of Backstage entities")
 	compareJQ := fs.String("jq", "", "with --bench, also run the jq CLI at `PATH` (e.g. jq) over the same file with the same mapping")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "with --bench, goroutines mapping in parallel")
@@ -38,6 +47,10 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if (*entitiesPath == "") == (*benchPath == "") {
 		return errors.New("map: give exactly one of --entities FILE or --bench FILE")
+	}
+	enc, err := newEntityEncoder(*output, stdout)
+	if err != nil {
+		return fmt.Errorf("flag --output: %w", err)
 	}
 	m, err := buildMapper(*configPath, *blueprintsPath, *allowEnv)
 	if err != nil {
@@ -54,7 +67,7 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("map: reading entities from %s: %w", *entitiesPath, err)
 	}
-	return printMapped(ctx, m, entities, stdout)
+	return printMapped(ctx, m, entities, enc, stderr, *keepGoing)
 }
 
 func buildMapper(configPath, blueprintsPath string, allowEnv bool) (*mapping.Mapper, error) {
@@ -92,42 +105,74 @@ func readInput(path string) ([]byte, error) {
 	return data, nil
 }
 
-// mapOutput is what the playground prints for one input entity.
-type mapOutput struct {
-	Input      string            `json:"input"`
-	Entities   []mappedOutput    `json:"entities,omitempty"`
-	Warnings   []mapping.Warning `json:"warnings,omitempty"`
-	Skipped    []mapping.Warning `json:"skipped,omitempty"`
-	Unselected []int             `json:"unselected,omitempty"`
-}
-
-type mappedOutput struct {
-	Resource  int             `json:"resource"`
-	Blueprint string          `json:"blueprint"`
-	Hash      string          `json:"hash"`
-	Entity    json.RawMessage `json:"entity"`
-}
-
-func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, stdout io.Writer) error {
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	var nEntities, nWarnings, nSkipped int
+// printMapped maps every entity, writes the Port entities with enc and the
+// warnings, failures and a summary to stderr. It returns an error naming the
+// first failure (after it, unless keepGoing) or the count of failures.
+func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, enc entityEncoder, stderr io.Writer, keepGoing bool) error {
+	var nEntities, nWarnings, failed int
+	var first string
+	summary := func(stopped bool) {
+		extra := ""
+		if stopped {
+			extra = " (stopped at the first failure; --keep-going maps the rest)"
+		}
+		fmt.Fprintf(stderr, "# %d input entities -> %d Port entities, %d field warnings, %d failed to map%s\n", len(entities), nEntities, nWarnings, failed, extra)
+	}
 	for i, e := range entities {
+		in := describeEntity(i, e)
 		r := m.Map(ctx, e)
-		out := mapOutput{Input: describeEntity(i, e), Warnings: r.Warnings, Skipped: r.Skipped, Unselected: r.Unselected}
 		for _, x := range r.Entities {
-			out.Entities = append(out.Entities, mappedOutput{Resource: x.ResourceIndex, Blueprint: x.Blueprint, Hash: fmt.Sprintf("%016x", x.Hash), Entity: x.JSON})
+			if err := enc.encode(in, x); err != nil {
+				return fmt.Errorf("writing output: %w", err)
+			}
 		}
 		nEntities += len(r.Entities)
 		nWarnings += len(r.Warnings)
-		nSkipped += len(r.Skipped)
-		if err := enc.Encode(out); err != nil {
-			return err
+		for _, w := range r.Warnings {
+			fmt.Fprintf(stderr, "warning: %s: %s\n", in, describeWarning(m, w))
+		}
+		if len(r.Skipped) == 0 {
+			continue
+		}
+		failed++
+		for _, w := range r.Skipped {
+			msg := fmt.Sprintf("%s: %s", in, describeWarning(m, w))
+			fmt.Fprintf(stderr, "failed: %s\n", msg)
+			if first == "" {
+				first = msg
+			}
+		}
+		if !keepGoing {
+			if err := enc.close(); err != nil {
+				return err
+			}
+			summary(i+1 < len(entities))
+			return errors.New(first)
 		}
 	}
-	_, err := fmt.Fprintf(stdout, "# %d input entities -> %d Port entities, %d field warnings, %d skipped\n", len(entities), nEntities, nWarnings, nSkipped)
-	return err
+	if err := enc.close(); err != nil {
+		return fmt.Errorf("writing output: %w", err)
+	}
+	summary(false)
+	if failed > 0 {
+		return fmt.Errorf("%d of %d entities failed to map (first: %s)", failed, len(entities), first)
+	}
+	return nil
+}
+
+// describeWarning names the resource (by index and kind) and the field.
+func describeWarning(m *mapping.Mapper, w mapping.Warning) string {
+	where := ""
+	if res := m.Config().Resources; w.ResourceIndex >= 0 && w.ResourceIndex < len(res) {
+		where = fmt.Sprintf("resources[%d] (kind %s)", w.ResourceIndex, res[w.ResourceIndex].Kind)
+	}
+	if w.Field != "" {
+		where = strings.TrimSpace(where + " " + w.Field)
+	}
+	if where == "" {
+		return w.Message
+	}
+	return where + ": " + w.Message
 }
 
 func describeEntity(i int, e map[string]any) string {

@@ -56,6 +56,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
+	logPreflight(ctx, cfg, log)
 	return serve(ctx, cfg, log, nil)
 }
 

@@ -45,6 +45,9 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
+	if err := preflight(ctx, cfg, peerBackstage, peerPort); err != nil {
+		return fmt.Errorf("cannot start: %w", err)
+	}
 	sc, err := build(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ func commands() []command {
 		{"map", "map Backstage entities with a port-app-config and print the Port entities (jq playground)", runMap},
 		{"dev", "run the whole flow on this machine: emulated Backstage and Port, example catalog, no accounts", runDev},
 		{"config", "validate a config file and its mapping without starting (config check --config FILE)", runConfig},
+		{"blueprints", "propose blueprint changes that fit the catalog (blueprints suggest [--apply])", runBlueprints},
 		{"version", "print the version and commit", runVersion},
 		{"port-emulator", "serve the strict Port API emulator", runPortEmulator},
 		{"catalog-emulator", "serve the Backstage catalog API emulator", runCatalogEmulator},

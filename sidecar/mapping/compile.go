@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/itchyny/gojq"
-	"go.yaml.in/yaml/v3"
 )
 
 // A resource's mapping is compiled into one jq program that evaluates the
@@ -90,12 +90,17 @@ func compilerOptions(allowEnv bool) []gojq.CompilerOption {
 
 // compileResource checks every expression of r on its own (so errors name the
 // field and column) and then compiles the combined program.
+//
+// Every expression is checked: the error lists all that fail (a
+// ConfigErrors when there are several).
 func compileResource(cfgName string, index int, r *Resource, bps blueprintIndex, opts []gojq.CompilerOption) (*compiled, error) {
 	c := &compiled{index: index, res: r, kindLower: strings.ToLower(r.Kind), title: -1, blueprint: -1, icon: -1}
+	var bad []*ConfigError
 	add := func(field, src string, all bool) (int, error) {
 		expr := normalizeQuotes(src)
 		if err := checkExpr(cfgName, index, r, field, src, expr, opts); err != nil {
-			return 0, err
+			bad = append(bad, err)
+			expr = "null" // keep going to find the other problems
 		}
 		c.slots = append(c.slots, slot{field: field, expr: expr, all: all})
 		return len(c.slots) - 1, nil
@@ -144,6 +149,14 @@ func compileResource(cfgName string, index int, r *Resource, bps blueprintIndex,
 		}
 		c.rels = append(c.rels, relField{name: name, t: t})
 	}
+	if r.ItemsToParse != "" {
+		if err := checkExpr(cfgName, index, r, "itemsToParse", r.ItemsToParse, normalizeQuotes(r.ItemsToParse), opts); err != nil {
+			bad = append(bad, err)
+		}
+	}
+	if err := joinConfigErrors(bad); err != nil {
+		return nil, err
+	}
 	c.body = resourceBody(c.slots)
 	run := c.slots
 	for i := 1; i < len(c.slots); i++ { // never the selector
@@ -167,9 +180,6 @@ func compileResource(cfgName string, index int, r *Resource, bps blueprintIndex,
 	c.code = code
 	if r.ItemsToParse != "" {
 		expr := normalizeQuotes(r.ItemsToParse)
-		if err := checkExpr(cfgName, index, r, "itemsToParse", r.ItemsToParse, expr, opts); err != nil {
-			return nil, err
-		}
 		c.itemsSrc = expr
 		if c.items, err = compileSource("first(\n"+expr+"\n)", opts); err != nil {
 			return nil, err
@@ -244,55 +254,62 @@ func compileSource(src string, opts []gojq.CompilerOption) (*gojq.Code, error) {
 }
 
 // checkExpr parses and compiles one expression and turns a failure into a
-// ConfigError pointing at the expression's line and column in the YAML.
-func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, opts []gojq.CompilerOption) error {
+// ConfigError pointing at the offending character's line and column in the
+// YAML document.
+func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, opts []gojq.CompilerOption) *ConfigError {
 	key := fmt.Sprintf("resources[%d] (kind %s) %s", index, r.Kind, field)
-	pos := r.pos[field]
+	at := func(off int) Position { return r.ExprPosition(field, off) }
 	q, err := gojq.Parse(expr)
 	if err != nil {
-		line, col := pos.line, pos.col
+		pos := r.ValuePosition(field)
 		var pe *gojq.ParseError
 		if errors.As(err, &pe) {
-			line, col = offsetPosition(pos, r.styles[field], raw, pe.Offset)
-			return &ConfigError{File: cfgName, Line: line, Column: col, Key: key,
-				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %q)", err, exprColumn(raw, pe.Offset), raw)}
+			// gojq's offset is just after the offending token.
+			off := exprToRaw(raw, expr, max(pe.Offset-1, 0))
+			pos = at(off)
+			return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key,
+				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %q)", err, exprColumn(raw, off+1), raw)}
 		}
-		return &ConfigError{File: cfgName, Line: line, Column: col, Key: key, Msg: "jq syntax error: " + err.Error()}
+		return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key, Msg: "jq syntax error: " + err.Error()}
 	}
 	if _, err := gojq.Compile(q, opts...); err != nil {
-		return &ConfigError{File: cfgName, Line: pos.line, Column: pos.col, Key: key,
+		pos := r.ValuePosition(field)
+		// Point at the undefined function or variable when the message
+		// names one that occurs in the expression.
+		if name := compileErrorName(err.Error()); name != "" {
+			if i := strings.Index(raw, name); i >= 0 {
+				pos = at(i)
+			}
+		}
+		return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key,
 			Msg: fmt.Sprintf("jq compile error: %v (in %q)", err, raw)}
 	}
 	return nil
 }
 
-// exprColumn is the 1-based column within its line of the byte at offset
-// (gojq reports the offset just after the offending token).
-func exprColumn(src string, offset int) int {
-	offset = min(max(offset, 0), len(src))
-	if i := strings.LastIndexByte(src[:offset], '\n'); i >= 0 {
-		return offset - i
+// compileErrorName extracts the undefined name from gojq's compile errors
+// ("function not defined: foo/1", "variable not defined: $x").
+func compileErrorName(msg string) string {
+	for _, p := range []string{"function not defined: ", "variable not defined: "} {
+		if i := strings.Index(msg, p); i >= 0 {
+			name := msg[i+len(p):]
+			if j := strings.IndexByte(name, '/'); j >= 0 {
+				name = name[:j]
+			}
+			return strings.TrimSpace(name)
+		}
 	}
-	return offset
+	return ""
 }
 
-// offsetPosition maps an offset within an expression to a line and column in
-// the YAML document, given where the scalar starts and its style.
-func offsetPosition(start yamlPos, style yaml.Style, src string, offset int) (int, int) {
-	offset = min(max(offset, 0), len(src))
-	nl := strings.Count(src[:offset], "\n")
-	col := exprColumn(src, offset)
-	switch {
-	case style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
-		// Block scalars start on the next line, indented; gojq's offset
-		// counts from the first content character.
-		return start.line + 1 + nl, 0
-	case nl > 0:
-		return start.line + nl, 0
-	case style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) != 0:
-		return start.line, start.col + col
+// exprColumn is the 1-based column within its line of the byte just before
+// offset (gojq reports the offset just after the offending token).
+func exprColumn(src string, offset int) int {
+	offset = min(max(offset, 1), len(src))
+	if i := strings.LastIndexByte(src[:offset-1], '\n'); i >= 0 {
+		return offset - 1 - i
 	}
-	return start.line, start.col + col - 1
+	return offset
 }
 
 // constString returns the value of a jq expression that is a plain string
@@ -312,4 +329,39 @@ func constString(expr string) string {
 		return ""
 	}
 	return q.Term.Str.Str
+}
+
+// Literal returns the value of a jq expression (as written in a mapping,
+// single quotes allowed) that is a constant string, number, true, false or
+// null, and whether it is one. Anything that reads the input or calls a
+// function is not a literal.
+func Literal(expr string) (any, bool) {
+	q, err := gojq.Parse(normalizeQuotes(expr))
+	if err != nil {
+		return nil, false
+	}
+	for q.Term != nil && q.Term.Type == gojq.TermTypeQuery && q.Left == nil && q.Right == nil &&
+		len(q.FuncDefs) == 0 && len(q.Term.SuffixList) == 0 {
+		q = q.Term.Query // parenthesised
+	}
+	if q.Term == nil || q.Left != nil || q.Right != nil || len(q.FuncDefs) > 0 || len(q.Term.SuffixList) > 0 {
+		return nil, false
+	}
+	switch q.Term.Type {
+	case gojq.TermTypeNull:
+		return nil, true
+	case gojq.TermTypeTrue:
+		return true, true
+	case gojq.TermTypeFalse:
+		return false, true
+	case gojq.TermTypeNumber:
+		f, err := strconv.ParseFloat(q.Term.Number, 64)
+		return f, err == nil
+	case gojq.TermTypeString:
+		if q.Term.Str == nil || len(q.Term.Str.Queries) > 0 || q.Term.Format != "" {
+			return nil, false
+		}
+		return q.Term.Str.Str, true
+	}
+	return nil, false
 }

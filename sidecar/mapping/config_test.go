@@ -53,7 +53,7 @@ func TestLoadErrors(t *testing.T) {
 		compile   bool // error found by New, not Load
 		want      []string
 	}{
-		{"invalid YAML", "resources:\n  - kind: [unclosed\n", false, []string{"m.yaml", "invalid YAML", "line"}},
+		{"invalid YAML", "resources:\n  - kind: [unclosed\n", false, []string{"m.yaml:2:3", "invalid YAML", "did not find expected"}},
 		{"unknown top-level key", "resource:\n  - kind: x\n", false, []string{"m.yaml:1:1", "resource", "unknown key"}},
 		{"unknown nested key", resource(base + "          propertys:\n            a: .b\n"), false, []string{"m.yaml:10:11", "port.entity.mappings.propertys", "unknown key"}},
 		{"unknown selector key", strings.Replace(resource(base), "query: 'true'", "query: 'true'\n      qurey: x", 1), false, []string{"m.yaml:5:7", "selector.qurey", "unknown key"}},
@@ -67,7 +67,7 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"m.yaml:11:32", "resources[0] (kind component) properties.type", "jq syntax error", "unexpected token"}},
 		{"jq syntax error in quoted text", resource(base + "          title: '.metadata.name +'\n"), true,
 			[]string{"m.yaml:10:", "title", "jq syntax error", "unexpected EOF"}},
-		{"undefined function", resource(base + "          title: .x | nosuchfunc\n"), true, []string{"m.yaml:10:18", "title", "nosuchfunc"}},
+		{"undefined function", resource(base + "          title: .x | nosuchfunc\n"), true, []string{"m.yaml:10:23", "title", "nosuchfunc"}},
 		{"input is not available", resource(base + "          title: input\n"), true, []string{"title", "input"}},
 		{"block scalar error", resource(base + "          properties:\n            a: |\n              .x |\n              ]\n"), true, []string{"m.yaml:13:", "properties.a"}},
 	}
@@ -127,6 +127,33 @@ func TestValidIdentifier(t *testing.T) {
 	for _, s := range bad {
 		if err := ValidIdentifier(s); err == nil {
 			t.Errorf("ValidIdentifier(%q) accepted it", clip(s))
+		}
+	}
+}
+
+func TestLiteral(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		expr string
+		want any
+		ok   bool
+	}{
+		{`"component"`, "component", true},
+		{`'component'`, "component", true},
+		{`("x")`, "x", true},
+		{`42`, 42.0, true},
+		{`true`, true, true},
+		{`null`, nil, true},
+		{`.metadata.name`, nil, false},
+		{`"a\(.x)"`, nil, false},
+		{`"a" + "b"`, nil, false},
+		{`"a" | ascii_upcase`, nil, false},
+		{`[1]`, nil, false},
+		{`| |`, nil, false},
+	} {
+		got, ok := Literal(tc.expr)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("Literal(%s) = %v, %v; want %v, %v", tc.expr, got, ok, tc.want, tc.ok)
 		}
 	}
 }

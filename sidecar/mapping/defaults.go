@@ -20,7 +20,7 @@ func DefaultMappingYAML() []byte { return append([]byte(nil), defaultMappingYAML
 // DefaultConfig returns the embedded corrected default mapping. Each call
 // returns a fresh copy.
 func DefaultConfig() *Config {
-	cfg, err := Load(defaultMappingYAML, "default port-app-config")
+	cfg, err := Load(defaultMappingYAML, "embedded:sidecar/mapping/defaults/port-app-config.yaml")
 	if err != nil {
 		panic(fmt.Sprintf("mapping: the embedded default mapping does not load: %v", err))
 	}

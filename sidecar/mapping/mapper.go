@@ -170,10 +170,21 @@ func New(cfg *Config, opts Options) (*Mapper, error) {
 	m := &Mapper{cfg: cfg, opts: opts, bps: newBlueprintIndex(opts.Blueprints), byKind: map[string][]int{}}
 	m.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	copts := compilerOptions(opts.AllowEnv)
+	var bad []*ConfigError
 	for i := range cfg.Resources {
 		c, err := compileResource(cfg.Name, i, &cfg.Resources[i], m.bps, copts)
 		if err != nil {
-			return nil, err
+			var all ConfigErrors
+			var one *ConfigError
+			switch {
+			case errors.As(err, &all):
+				bad = append(bad, all...)
+			case errors.As(err, &one):
+				bad = append(bad, one)
+			default:
+				return nil, err
+			}
+			continue
 		}
 		m.resources = append(m.resources, c)
 		if c.kindLower == "*" {
@@ -184,6 +195,9 @@ func New(cfg *Config, opts Options) (*Mapper, error) {
 			}
 			m.byKind[c.kindLower] = append(m.byKind[c.kindLower], i)
 		}
+	}
+	if err := joinConfigErrors(bad); err != nil {
+		return nil, err
 	}
 	if len(m.star) > 0 {
 		m.kinds = append(m.kinds, "*")

@@ -81,6 +81,12 @@ func newIndex(objs []Object, ext External) (*index, []error) {
 			ix.services = append(ix.services, o)
 		case *appsv1.Deployment:
 			ix.workloads = append(ix.workloads, workload{o, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			// The API server's own rule (apps validation): a Recreate
+			// Deployment must not carry rollingUpdate, which a values file
+			// merged over one with a RollingUpdate strategy easily leaves.
+			if v.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType && v.Spec.Strategy.RollingUpdate != nil {
+				errs = append(errs, fmt.Errorf("%s: spec.strategy.rollingUpdate may not be specified when strategy type is Recreate", o))
+			}
 			sel := v.Spec.Selector
 			if sel == nil || len(sel.MatchLabels) == 0 {
 				errs = append(errs, fmt.Errorf("%s: spec.selector.matchLabels is empty", o))
@@ -172,6 +178,14 @@ func (ix *index) checkPod(w workload) []error {
 			used[m.Name] = true
 			if _, ok := volumes[m.Name]; !ok {
 				bad("%s: volumeMount %q at %s has no volume", where, m.Name, m.MountPath)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if r := e.ConfigMapRef; r != nil {
+				ix.checkKeys(bad, "ConfigMap", ix.configMaps, r.Name, nil, r.Optional, where+" envFrom")
+			}
+			if r := e.SecretRef; r != nil {
+				ix.checkKeys(bad, "Secret", ix.secrets, r.Name, nil, r.Optional, where+" envFrom")
 			}
 		}
 		for _, e := range c.Env {

@@ -133,6 +133,9 @@ func TestCheckRejects(t *testing.T) {
 		{"service target port", "targetPort: http}", "targetPort: grpc}", `targetPort "grpc"`},
 		{"defined twice", "---\napiVersion: apps/v1", "---\napiVersion: v1\nkind: Service\nmetadata: {name: pb}\nspec: {selector: {app: pb}}\n---\napiVersion: apps/v1", "Service pb (defined twice#3): defined twice"},
 		{"no portbridge container", "- name: portbridge", "- name: bridge", `no workload has a "portbridge" container`},
+		{"envFrom unknown Secret", "          ports: [{name: http, containerPort: 8080}]", "          ports: [{name: http, containerPort: 8080}]\n          envFrom: [{secretRef: {name: more}}]", `container portbridge envFrom: Secret "more" is not defined`},
+		{"envFrom unknown ConfigMap", "          ports: [{name: http, containerPort: 8080}]", "          ports: [{name: http, containerPort: 8080}]\n          envFrom: [{configMapRef: {name: env}}]", `container portbridge envFrom: ConfigMap "env" is not defined`},
+		{"Recreate with rollingUpdate", "  replicas: 1\n", "  replicas: 1\n  strategy: {type: Recreate, rollingUpdate: {maxSurge: 0}}\n", "rollingUpdate may not be specified when strategy type is Recreate"},
 		{"unknown service account", "      securityContext: {runAsNonRoot: true}", "      serviceAccountName: pb\n      securityContext: {runAsNonRoot: true}", `serviceAccountName "pb" is not defined`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,95 +1,58 @@
 package render
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
 
-	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/cli/values"
+	"helm.sh/helm/v3/pkg/getter"
 )
 
-// backstageStandIn renders the values keys our values file uses the way the
-// official Backstage chart turns them into objects (chart "backstage",
-// version 2.8.2: backstage-deployment.yaml and extra-list.yaml):
-//   - extraAppConfig entries become a configMap volume named after the
-//     ConfigMap, mounted into the Backstage container at installDir/filename
-//     with subPath, and a --config argument;
-//   - extraEnvVars, extraVolumeMounts, extraVolumes, extraContainers and
-//     podAnnotations are pasted in after Helm's `tpl` (the chart's
-//     common.tplvalues.render), so values may hold templates;
-//   - extraVolumes are only rendered when extraAppConfig is set, or
-//     extraVolumeMounts is set too;
-//   - extraDeploy items are rendered with `tpl` as separate objects.
-//
-// It is our own template, written from the chart's documented behaviour, so
-// the values file can be validated without downloading the chart.
-const backstageStandIn = `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app.kubernetes.io/name: backstage, app.kubernetes.io/instance: {{ .Release.Name }}}
-  template:
-    metadata:
-      labels: {app.kubernetes.io/name: backstage, app.kubernetes.io/instance: {{ .Release.Name }}}
-      {{- with .Values.backstage.podAnnotations }}
-      annotations:
-        {{- tpl (toYaml .) $ | nindent 8 }}
-      {{- end }}
-    spec:
-      volumes:
-        {{- if or .Values.backstage.extraAppConfig (and .Values.backstage.extraVolumeMounts .Values.backstage.extraVolumes) }}
-        {{- range .Values.backstage.extraAppConfig }}
-        - name: {{ .configMapRef }}
-          configMap:
-            name: {{ .configMapRef }}
-        {{- end }}
-        {{- with .Values.backstage.extraVolumes }}
-        {{- tpl (toYaml .) $ | nindent 8 }}
-        {{- end }}
-        {{- end }}
-      containers:
-        - name: backstage-backend
-          image: ghcr.io/backstage/backstage:latest
-          args:
-            {{- range .Values.backstage.extraAppConfig }}
-            - --config
-            - /app/{{ .filename }}
-            {{- end }}
-          env:
-            - name: APP_CONFIG_backend_listen_port
-              value: "7007"
-            {{- with .Values.backstage.extraEnvVars }}
-            {{- tpl (toYaml .) $ | nindent 12 }}
-            {{- end }}
-          ports:
-            - name: backend
-              containerPort: 7007
-              protocol: TCP
-          volumeMounts:
-            {{- range .Values.backstage.extraAppConfig }}
-            - name: {{ .configMapRef }}
-              mountPath: /app/{{ .filename }}
-              subPath: {{ .filename }}
-            {{- end }}
-            {{- with .Values.backstage.extraVolumeMounts }}
-            {{- tpl (toYaml .) $ | nindent 12 }}
-            {{- end }}
-        {{- with .Values.backstage.extraContainers }}
-        {{- tpl (toYaml .) $ | nindent 8 }}
-        {{- end }}
-{{- range .Values.extraDeploy }}
----
-{{ tpl (toYaml .) $ }}
-{{- end }}
-`
+// BackstageChartPath is where the official Backstage chart (backstage 2.8.2
+// with its locked Bitnami dependencies, unmodified) lives relative to the
+// deploy/ module: ../shared/testdata relative to the repository root, as CI
+// has it.
+const BackstageChartPath = "../../shared/testdata/helm/backstage-2.8.2.tgz"
 
-// BackstageChart renders values the way the official Backstage chart
-// renders the keys our values file sets (see backstageStandIn).
-func BackstageChart(ctx context.Context, release, namespace string, values map[string]any) (string, error) {
-	ch := &chart.Chart{
-		Metadata:  &chart.Metadata{APIVersion: chart.APIVersionV2, Name: "backstage-stand-in", Version: "2.8.2"},
-		Templates: []*chart.File{{Name: "templates/backstage.yaml", Data: []byte(backstageStandIn)}},
+// BackstageChartSHA256 is the archive's digest as published beside it; a
+// changed archive is a different chart and fails loudly.
+const BackstageChartSHA256 = "1c97b653158d1b694cb532338bfabd0d79efa2c472cdb4bdb485d50a2a497668"
+
+// BackstageChart renders values through the official Backstage chart archive
+// at path, as `helm template RELEASE backstage-2.8.2.tgz` does: the chart's
+// own templates and its Bitnami "common" library, with its values.schema.json
+// enforced (an unknown key under backstage, or a wrong type, fails).
+func BackstageChart(ctx context.Context, path, release, namespace string, vals map[string]any) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("official Backstage chart: %w (CI keeps it at ../shared/testdata/helm relative to the repository root)", err)
 	}
-	return HelmChart(ctx, ch, release, namespace, values)
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != BackstageChartSHA256 {
+		return "", fmt.Errorf("official Backstage chart %s: sha256 %x, want %s (not the unmodified 2.8.2 archive)", path, sum, BackstageChartSHA256)
+	}
+	ch, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return "", fmt.Errorf("load chart %s: %w", path, err)
+	}
+	if ch.Schema == nil {
+		return "", fmt.Errorf("chart %s has no values.schema.json", path)
+	}
+	return HelmChart(ctx, ch, release, namespace, vals)
+}
+
+// ValuesFiles merges values files the way `helm -f a.yaml -f b.yaml` does
+// (Helm's own CLI code): maps merge key by key, a later file wins for a key,
+// lists are replaced whole, and --set style overrides come last.
+func ValuesFiles(files []string, set ...string) (map[string]any, error) {
+	opts := values.Options{ValueFiles: files, Values: set}
+	v, err := opts.MergeValues(getter.Providers{})
+	if err != nil {
+		return nil, fmt.Errorf("merge values %v: %w", files, err)
+	}
+	return v, nil
 }
