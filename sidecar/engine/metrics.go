@@ -9,6 +9,7 @@ import (
 // zero), so dashboards and alerts see zeros, not gaps.
 type metrics struct {
 	queueDepth       prometheus.Gauge
+	queueOldest      prometheus.Gauge
 	retrying         prometheus.Gauge
 	parked           prometheus.Gauge
 	quarantinedNow   prometheus.Gauge
@@ -33,6 +34,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		queueDepth:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "portbridge_queue_depth", Help: "Change notifications stored and not yet applied."}),
+		queueOldest:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "portbridge_queue_oldest_seconds", Help: "Age of the oldest stored change notification not yet applied (0 when the queue is empty)."}),
 		retrying:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "portbridge_queue_retrying", Help: "Entities whose last attempt failed and that wait for a retry."}),
 		parked:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "portbridge_parked_entities", Help: "Entities Port refused for good (4xx); retried on the next resync or mapping change."}),
 		quarantinedNow: prometheus.NewGauge(prometheus.GaugeOpts{Name: "portbridge_queue_quarantined", Help: "Queued changes that could not be decoded or mapped, kept aside in the state file."}),
@@ -62,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		resyncLastEnd: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "portbridge_resync_last_success_timestamp_seconds", Help: "When the last successful pass of a type ended (Unix time); 0 before the first."},
 			[]string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.queueDepth, m.retrying, m.parked, m.quarantinedNow, m.received, m.stale, m.quarantined, m.skips, m.deletionsRefused, m.refused,
+	for _, c := range []prometheus.Collector{m.queueDepth, m.queueOldest, m.retrying, m.parked, m.quarantinedNow, m.received, m.stale, m.quarantined, m.skips, m.deletionsRefused, m.refused,
 		m.suppressed, m.conflicts, m.failures, m.applySeconds, m.mappingWarnings, m.mappingSkips, m.resyncs, m.resyncSeconds, m.resyncEntities, m.resyncLastEnd} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -88,6 +90,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, c := range []string{"seen", "pushed", "unchanged", "skipped", "deleted", "failed"} {
 			m.resyncEntities.WithLabelValues(typ, c)
 		}
+	}
+	for _, kind := range kindOrder {
+		m.mappingWarnings.WithLabelValues(kind)
+		m.mappingSkips.WithLabelValues(kind)
 	}
 	for _, p := range []string{"sync", "upsert-only", "create-only"} {
 		for _, a := range []string{"update", "delete"} {

@@ -172,6 +172,17 @@ func (d *dispatcher) updateGauges() {
 	}
 	d.retrying, d.deletions = retrying, deletions
 	d.e.metrics.queueDepth.Set(float64(d.e.opts.Store.QueueDepth()))
+	if n, err := d.e.opts.Store.ParkedCount(); err == nil {
+		d.e.metrics.parked.Set(float64(n))
+	}
+	if n, err := d.e.opts.Store.QuarantineCount(); err == nil {
+		d.e.metrics.quarantinedNow.Set(float64(n))
+	}
+	if oldest, ok := d.e.opts.Store.QueueOldest(); ok {
+		d.e.metrics.queueOldest.Set(time.Since(oldest).Seconds())
+	} else {
+		d.e.metrics.queueOldest.Set(0)
+	}
 	d.e.metrics.retrying.Set(float64(retrying))
 }
 
