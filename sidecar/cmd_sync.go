@@ -6,10 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 
 	"github.com/portbridge/portbridge/sidecar/engine"
 	"github.com/portbridge/portbridge/sidecar/plan"
@@ -48,11 +52,22 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := preflight(ctx, cfg, peerBackstage, peerPort); err != nil {
 		return fmt.Errorf("cannot start: %w", err)
 	}
-	sc, err := build(ctx, cfg, log)
+	// On a terminal a progress bar shows the pass; elsewhere (CI logs) the
+	// engine's progress lines do.
+	bar := isTerminal(stderr)
+	sc, err := build(ctx, cfg, log, func(o *engine.Options) {
+		if bar {
+			o.ProgressInterval = -1
+		}
+	})
 	if err != nil {
 		return err
 	}
 	defer sc.close()
+	if bar {
+		stop := showProgress(ctx, sc.engine, stderr)
+		defer stop()
+	}
 	rep, err := sc.engine.RunOnce(ctx, *dryRun)
 	if rep == nil {
 		return err
@@ -218,4 +233,47 @@ func writePlanJSON(w io.Writer, s *engine.Report) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// showProgress draws the running pass as a progress bar on w (a terminal)
+// until the returned stop is called: entities read of the catalog's total,
+// rate and time left.
+func showProgress(ctx context.Context, eng *engine.Engine, w io.Writer) (stop func()) {
+	bar := progressbar.NewOptions64(-1, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("resync"),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("entities"),
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			rep, ok := eng.Current()
+			if !ok {
+				continue
+			}
+			if rep.Total > 0 && bar.GetMax64() != int64(rep.Total) {
+				bar.ChangeMax64(int64(rep.Total))
+			}
+			bar.Describe(fmt.Sprintf("resync: %d written, %d unchanged, %d failed", rep.Totals.Pushed, rep.Totals.Unchanged, rep.Totals.Failed))
+			_ = bar.Set64(int64(rep.Totals.Seen))
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		_ = bar.Finish()
+	}
 }

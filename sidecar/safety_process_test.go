@@ -299,3 +299,32 @@ func writeChildConfig(t *testing.T, catalogURL, portURL, path string) string {
 	}
 	return p
 }
+
+// `sync --once` on a terminal draws a progress bar (through script(1),
+// which gives it a pseudo-terminal); without one it logs progress lines.
+func TestSyncOnceProgressBar(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) is not installed")
+	}
+	t.Parallel()
+	o := newOneShot(t, "")
+	if err := o.cat.UpsertAll(catalogtest.Generate(1500, 8)); err != nil {
+		t.Fatal(err)
+	}
+	o.portEmu.InjectFaults(porttest.FaultSpec{Latency: 40 * time.Millisecond, Route: "POST /v1/blueprints/{b}/entities/bulk", For: time.Hour})
+	bin, _ := buildOnce()
+	out, err := exec.Command(script, "-qec", fmt.Sprintf("%s sync --once --config %s", bin, o.config), "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "entities") || !strings.Contains(string(out), "resync: ") || !strings.Contains(string(out), "%") {
+		t.Fatalf("no progress bar on a terminal:\n%q", tail(out, 2000))
+	}
+	if strings.Contains(string(out), "resync progress") {
+		t.Fatal("progress lines logged under the bar")
+	}
+}

@@ -34,7 +34,7 @@ type sidecar struct {
 // build opens the state file and wires every part from cfg. Blueprint setup
 // talks to Port; a Port that cannot be reached is logged, not fatal (the
 // queue still accepts changes and the engine retries).
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar, error) {
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...func(*engine.Options)) (*sidecar, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -81,7 +81,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 		m, err := mapping.New(mcfg, o)
 		return m, toCreate, err
 	}
-	eng, err := engine.New(engine.Options{
+	eopts := engine.Options{
 		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare,
 		CompileMapping: func(doc []byte) (engine.Mapper, error) {
 			c, err := mapping.Load(doc, "request mapping")
@@ -109,7 +109,11 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 		Registry:                     reg,
 		CatalogURL:                   cfg.Backstage.BaseURL,
 		PortURL:                      cfg.Port.BaseURL,
-	})
+	}
+	for _, t := range tune {
+		t(&eopts)
+	}
+	eng, err := engine.New(eopts)
 	if err != nil {
 		return nil, err
 	}

@@ -126,6 +126,9 @@ type Options struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight work after
 	// its context ends (default 10 s).
 	ShutdownTimeout time.Duration
+	// ProgressInterval is how often a running pass logs its progress
+	// (default 5 s; negative: never, e.g. when a progress bar shows it).
+	ProgressInterval time.Duration
 
 	Version  string
 	Logger   *slog.Logger
@@ -209,6 +212,9 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.FileCheckInterval <= 0 {
 		opts.FileCheckInterval = 2 * time.Second
+	}
+	if opts.ProgressInterval == 0 {
+		opts.ProgressInterval = 5 * time.Second
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second

@@ -180,6 +180,17 @@ func (e *Engine) TriggerResync(_ context.Context, reason string, verify bool) (s
 	return id, already, nil
 }
 
+// Current returns a snapshot of the pass running now.
+func (e *Engine) Current() (*Report, bool) {
+	r := e.passes
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.current == nil {
+		return nil, false
+	}
+	return r.current.Snapshot(), true
+}
+
 // Pass returns the report of a pass by id (running, queued or among the
 // recent finished ones), for callers that wait for a triggered resync.
 func (e *Engine) Pass(id string) (*Report, bool) {
@@ -280,7 +291,9 @@ func (r *runner) pass(ctx context.Context, rep *Report, fn func(context.Context,
 	log.Info(typ + " started")
 	stopProgress := make(chan struct{})
 	var pwg sync.WaitGroup
-	pwg.Go(func() { progress(log, typ, rep, stopProgress) })
+	if e.opts.ProgressInterval > 0 {
+		pwg.Go(func() { progress(log, typ, rep, e.opts.ProgressInterval, stopProgress) })
+	}
 
 	err := fn(ctx, rep, log)
 
@@ -344,10 +357,10 @@ func perKind(s *Report) map[string]string {
 	return out
 }
 
-// progress logs a pass's progress every 5 s until stop: seen of total,
-// percent, rate and ETA.
-func progress(log *slog.Logger, typ string, rep *Report, stop <-chan struct{}) {
-	t := time.NewTicker(5 * time.Second)
+// progress logs a pass's progress every interval until stop: seen of
+// total, percent, rate and ETA.
+func progress(log *slog.Logger, typ string, rep *Report, interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
