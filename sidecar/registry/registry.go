@@ -293,14 +293,20 @@ func (r *Registry) Apply(ctx context.Context, ch *plan.Changes, o ApplyOptions, 
 		return
 	}
 	for _, c := range writes {
+		done := a.written(ctx, c)
 		if o.Slots != nil {
 			select {
 			case o.Slots <- struct{}{}:
 			case <-ctx.Done():
+				// No slot taken: give one back so the callback's release
+				// balances, and fail the write.
+				o.Slots <- struct{}{}
+				done(ctx.Err())
+				continue
 			}
 		}
 		ent, _ := c.Entity.(port.Entity)
-		r.batch.add(ctx, item{blueprint: c.Blueprint, entity: ent, lazy: o.Lazy, done: a.written(ctx, c)})
+		r.batch.add(ctx, item{blueprint: c.Blueprint, entity: ent, lazy: o.Lazy, done: done})
 	}
 }
 
