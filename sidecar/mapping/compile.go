@@ -8,6 +8,8 @@ import (
 
 	"github.com/itchyny/gojq"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // A resource's mapping is compiled into one jq program that evaluates the
@@ -81,11 +83,12 @@ type compiled struct {
 }
 
 func compilerOptions(allowEnv bool) []gojq.CompilerOption {
+	opts := budgetOptions()
 	if allowEnv {
-		return []gojq.CompilerOption{gojq.WithEnvironLoader(os.Environ)}
+		opts = append(opts, gojq.WithEnvironLoader(os.Environ))
 	}
 	// Without an environ loader gojq binds $ENV and env to {}.
-	return nil
+	return opts
 }
 
 // compileResource checks every expression of r on its own (so errors name the
@@ -235,19 +238,30 @@ func resourceBody(slots []slot) string {
 	return b.String()
 }
 
+// compileSource compiles a program to run on an entity: the memory guards
+// (budgetPrelude) come first, and the operators of src are rewritten to
+// reach them.
 func compileSource(src string, opts []gojq.CompilerOption) (*gojq.Code, error) {
-	q, err := gojq.Parse(src)
+	q, err := gojq.Parse(budgetPrelude + src)
 	if err != nil {
 		return nil, err
 	}
+	rewriteOperators(q)
 	return gojq.Compile(q, opts...)
 }
+
+// maxQuotedExpr is how much of an expression an error shows.
+const maxQuotedExpr = 200
 
 // checkExpr parses and compiles one expression and turns a failure into a
 // ConfigError pointing at the expression's line and column in the YAML.
 func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, opts []gojq.CompilerOption) error {
 	key := fmt.Sprintf("resources[%d] (kind %s) %s", index, r.Kind, field)
 	pos := r.pos[field]
+	if strings.Contains(expr, reservedPrefix) {
+		return &ConfigError{File: cfgName, Line: pos.line, Column: pos.col, Key: key,
+			Msg: fmt.Sprintf("names starting with %s are reserved for portbridge", reservedPrefix)}
+	}
 	q, err := gojq.Parse(expr)
 	if err != nil {
 		line, col := pos.line, pos.col
@@ -255,13 +269,13 @@ func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, 
 		if errors.As(err, &pe) {
 			line, col = offsetPosition(pos, r.styles[field], raw, pe.Offset)
 			return &ConfigError{File: cfgName, Line: line, Column: col, Key: key,
-				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %q)", err, exprColumn(raw, pe.Offset), raw)}
+				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %s)", err, exprColumn(raw, pe.Offset), redact.QuoteN(raw, maxQuotedExpr))}
 		}
 		return &ConfigError{File: cfgName, Line: line, Column: col, Key: key, Msg: "jq syntax error: " + err.Error()}
 	}
 	if _, err := gojq.Compile(q, opts...); err != nil {
 		return &ConfigError{File: cfgName, Line: pos.line, Column: pos.col, Key: key,
-			Msg: fmt.Sprintf("jq compile error: %v (in %q)", err, raw)}
+			Msg: fmt.Sprintf("jq compile error: %v (in %s)", err, redact.QuoteN(raw, maxQuotedExpr))}
 	}
 	return nil
 }

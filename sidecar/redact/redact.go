@@ -71,13 +71,17 @@ const quoteBytes = 40
 // else its first 40 bytes (cut at a character boundary) and its length, so
 // that a 1 MiB value never makes a 1 MiB error. URL user info in the
 // quoted part is redacted.
-func Quote(s string) string {
+func Quote(s string) string { return QuoteN(s, quoteBytes) }
+
+// QuoteN is Quote showing up to limit bytes (for values that are long by
+// nature, such as jq expressions).
+func QuoteN(s string, limit int) string {
 	n := len(s)
 	s = URL(s) // before cutting, so a cut inside the user info hides it too
-	if len(s) <= quoteBytes {
+	if len(s) <= limit {
 		return strconv.Quote(s)
 	}
-	cut := quoteBytes
+	cut := limit
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
