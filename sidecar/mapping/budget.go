@@ -547,13 +547,15 @@ var guarded = []struct {
 	{"gsub", "$re; str; $flags", "match", "$re; $flags; true"},
 }
 
-// budgetPrelude is the jq text that shadows the guarded builtins. For each,
-// a capture (__pb_o_NAME_ARITY) defined before the shadow still refers to
-// the builtin. The binary operators +, *, / and = are rewritten into calls
-// of _add, _multiply, _divide and _assign (see rewriteOperators), which
-// this prelude shadows too, as it does fromstream, add/1 and INDEX, whose
-// builtin definitions would call the unguarded builtins.
-var budgetPrelude = func() string {
+// budgetPrelude is the jq text that shadows the guarded builtins the names
+// in used refer to. For each, a capture (__pb_o_NAME_ARITY) defined before
+// the shadow still refers to the builtin. The binary operators +, *, / and
+// = are rewritten into calls of _add, _multiply, _divide and _assign (see
+// rewriteOperators), which this prelude shadows too, as it does fromstream,
+// add/1 and INDEX, whose builtin definitions would call the unguarded
+// builtins. Only what a program uses is defined, so that a mapping that
+// uses none of them compiles and runs as before.
+func budgetPrelude(used map[string]bool) string {
 	var b strings.Builder
 	def := func(name, params, body string) {
 		b.WriteString("def " + name)
@@ -562,43 +564,109 @@ var budgetPrelude = func() string {
 		}
 		b.WriteString(": " + body + ";\n")
 	}
+	if used["INDEX"] {
+		used["setpath"], used["tostring"] = true, true
+	}
 	for _, g := range guarded {
+		if !used[g.name] {
+			continue
+		}
 		var call []string
 		if g.params != "" {
-			for _, p := range strings.Split(g.params, "; ") {
-				call = append(call, p)
-			}
+			call = strings.Split(g.params, "; ")
+		}
+		args := ""
+		if len(call) > 0 {
+			args = "(" + strings.Join(call, "; ") + ")"
 		}
 		orig := fmt.Sprintf("%so_%s_%d", reservedPrefix, strings.TrimPrefix(g.name, "_"), len(call))
-		invoke := g.name
-		if len(call) > 0 {
-			invoke += "(" + strings.Join(call, "; ") + ")"
-		}
-		def(orig, g.params, invoke)
+		def(orig, g.params, g.name+args)
 		check := fmt.Sprintf("%sg(%s; %q", reservedPrefix, budgetVar, g.kind)
 		if g.args != "" {
 			check += "; " + g.args
 		}
-		check += ")"
-		callOrig := orig
-		if len(call) > 0 {
-			callOrig += "(" + strings.Join(call, "; ") + ")"
-		}
-		def(g.name, g.params, check+" | "+callOrig)
+		def(g.name, g.params, check+") | "+orig+args)
 	}
 	for _, op := range []struct{ name, kind string }{{"_add", "add2"}, {"_multiply", "mul2"}, {"_divide", "divide"}} {
+		if !used[op.name] {
+			continue
+		}
 		orig := reservedPrefix + "o" + op.name
 		def(orig, "a; b", op.name+"(a; b)")
 		// jq evaluates the right operand in the outer loop.
 		def(op.name, "a; b", fmt.Sprintf("b as $__pb_b | a as $__pb_a | %sg(%s; %q; $__pb_a; $__pb_b) | %s($__pb_a; $__pb_b)", reservedPrefix, budgetVar, op.kind, orig))
 	}
-	def(reservedPrefix+"o_fromstream", "f", "fromstream(f)")
-	def("fromstream", "f", fmt.Sprintf("%so_fromstream(f | %sg(%s; \"event\"))", reservedPrefix, reservedPrefix, budgetVar))
-	def("add", "f", "[f] | add")
-	def("INDEX", "stream; idx_expr", "reduce stream as $__pb_row ({}; setpath([$__pb_row | idx_expr | tostring]; $__pb_row))")
-	def("INDEX", "idx_expr", "INDEX(.[]; idx_expr)")
+	if used["fromstream"] {
+		def(reservedPrefix+"o_fromstream", "f", "fromstream(f)")
+		def("fromstream", "f", fmt.Sprintf("%so_fromstream(f | %sg(%s; \"event\"))", reservedPrefix, reservedPrefix, budgetVar))
+	}
+	if used["add"] {
+		def("add", "f", "[f] | add")
+	}
+	if used["INDEX"] {
+		def("INDEX", "stream; idx_expr", "reduce stream as $__pb_row ({}; setpath([$__pb_row | idx_expr | tostring]; $__pb_row))")
+		def("INDEX", "idx_expr", "INDEX(.[]; idx_expr)")
+	}
 	return b.String()
-}()
+}
+
+// formatFuncs are the builtins gojq calls for @formats.
+var formatFuncs = map[string]string{
+	"@text": "tostring", "@json": "tojson", "@html": "_tohtml", "@uri": "_touri", "@urid": "_tourid", "@csv": "_tocsv",
+	"@tsv": "_totsv", "@sh": "_tosh", "@base64": "_tobase64", "@base64d": "_tobase64d",
+}
+
+// updateFuncs are the operator functions update-assignments call.
+var updateFuncs = map[gojq.Operator]string{
+	gojq.OpUpdateAdd: "_add", gojq.OpUpdateMul: "_multiply", gojq.OpUpdateDiv: "_divide",
+}
+
+// usedNames collects the function names a query calls, directly or through
+// operators, @formats and string interpolation.
+func usedNames(v reflect.Value, used map[string]bool) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return
+		}
+		switch x := v.Interface().(type) {
+		case *gojq.Func:
+			used[x.Name] = true
+		case *gojq.Term:
+			if x.Format != "" {
+				if f, ok := formatFuncs[x.Format]; ok {
+					used[f] = true
+				} else {
+					used["format"] = true
+				}
+			}
+		case *gojq.String:
+			if len(x.Queries) > 0 {
+				used["tostring"] = true
+			}
+		case *gojq.Query:
+			if f, ok := operatorFuncs[x.Op]; ok {
+				used[f] = true
+			}
+			switch x.Op {
+			case gojq.OpModify, gojq.OpUpdateAdd, gojq.OpUpdateSub, gojq.OpUpdateMul, gojq.OpUpdateDiv, gojq.OpUpdateMod, gojq.OpUpdateAlt:
+				used["_modify"] = true
+				used[updateFuncs[x.Op]] = true
+			}
+		}
+		usedNames(v.Elem(), used)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				usedNames(v.Field(i), used)
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			usedNames(v.Index(i), used)
+		}
+	}
+}
 
 // budgetOptions are the compiler options of a guarded program.
 func budgetOptions() []gojq.CompilerOption {

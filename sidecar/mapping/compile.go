@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/itchyny/gojq"
@@ -239,12 +240,21 @@ func resourceBody(slots []slot) string {
 }
 
 // compileSource compiles a program to run on an entity: the memory guards
-// (budgetPrelude) come first, and the operators of src are rewritten to
-// reach them.
+// of the builtins it uses (budgetPrelude) come first, and its operators are
+// rewritten to reach them.
 func compileSource(src string, opts []gojq.CompilerOption) (*gojq.Code, error) {
-	q, err := gojq.Parse(budgetPrelude + src)
+	q, err := gojq.Parse(src)
 	if err != nil {
 		return nil, err
+	}
+	used := map[string]bool{}
+	usedNames(reflect.ValueOf(q), used)
+	if guards := budgetPrelude(used); guards != "" {
+		pq, err := gojq.Parse(guards + ".")
+		if err != nil {
+			return nil, fmt.Errorf("internal error in the memory guards: %w", err)
+		}
+		q.FuncDefs = append(pq.FuncDefs, q.FuncDefs...)
 	}
 	rewriteOperators(q)
 	return gojq.Compile(q, opts...)

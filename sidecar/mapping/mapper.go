@@ -124,6 +124,9 @@ type Warning struct {
 
 // Result is what one Backstage entity mapped to.
 type Result struct {
+	// Ref is the entity's ref (lower-case kind:namespace/name), empty when
+	// it has no kind or name; logs name the entity by it.
+	Ref      string
 	Entities []Mapped
 	// Warnings are field errors: the field was set to null.
 	Warnings []Warning
@@ -273,6 +276,7 @@ func (m *Mapper) Map(ctx context.Context, entity map[string]any) (res Result) {
 		res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Field: "metadata", Message: err.Error()})
 		return res
 	}
+	res.Ref, _ = input["metadata"].(map[string]any)["identifier"].(string)
 	wd := newWatchdog(ctx, m.opts.Timeout, m.opts.MemoryBudget)
 	defer wd.stop()
 	for _, i := range idxs {
