@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
-	"github.com/portbridge/portbridge/sidecar/mapping"
 )
 
 // runConfig implements `portbridge config check`: it validates the config
@@ -26,17 +24,14 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	mcfg, blueprints, err := loadMapping(cfg)
+	chk, err := checkConfig(cfg) // exactly what serve checks
 	if err != nil {
 		return err
-	}
-	if _, err := mapping.New(mcfg, mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), Blueprints: blueprints}); err != nil {
-		return fmt.Errorf("mapping: %w", err)
 	}
 	name := cfg.File
 	if name == "" {
 		name = "(environment only)"
 	}
-	_, err = fmt.Fprintf(stdout, "config %s is valid: %d mapping resources, %d blueprints, policy %s\n", name, len(mcfg.Resources), len(blueprints), cfg.Sync.Policy)
+	_, err = fmt.Fprintf(stdout, "config %s is valid: %d mapping resources, %d blueprints, policy %s\n", name, len(chk.mapping.Resources), len(chk.blueprints), cfg.Sync.Policy)
 	return err
 }

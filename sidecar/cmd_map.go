@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 
+	"github.com/portbridge/portbridge/sidecar/config"
+	"github.com/portbridge/portbridge/sidecar/limits"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 )
 
@@ -30,6 +33,10 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "with --bench, goroutines mapping in parallel")
 	blueprintsPath := fs.String("blueprints", "", "blueprints JSON `FILE` (an array) deciding many-relations and object properties; default: the embedded default blueprints")
 	allowEnv := fs.Bool("allow-env", false, "let jq read environment variables ($ENV, env)")
+	def := config.Default()
+	budget := fs.Int64("memory-budget", def.Mapping.MemoryBudget, "memory jq may use per entity, in `bytes` (as mapping.memoryBudget)")
+	maxOut := fs.Int("max-output-bytes", def.Mapping.MaxOutputBytes, "largest mapped Port entity as JSON, in `bytes` (as mapping.maxOutputBytes)")
+	timeout := fs.Duration("timeout", def.Mapping.Timeout.D(), "jq time limit per entity (as mapping.timeout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,7 +46,8 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if (*entitiesPath == "") == (*benchPath == "") {
 		return errors.New("map: give exactly one of --entities FILE or --bench FILE")
 	}
-	m, err := buildMapper(*configPath, *blueprintsPath, *allowEnv)
+	opts := mapping.Options{AllowEnv: *allowEnv, MemoryBudget: *budget, MaxOutputBytes: *maxOut, Timeout: *timeout}
+	m, err := buildMapper(*configPath, *blueprintsPath, opts)
 	if err != nil {
 		return err
 	}
@@ -54,10 +62,10 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("map: reading entities from %s: %w", *entitiesPath, err)
 	}
-	return printMapped(ctx, m, entities, stdout)
+	return printMapped(ctx, m, entities, def.Limits.Bounds(), stdout)
 }
 
-func buildMapper(configPath, blueprintsPath string, allowEnv bool) (*mapping.Mapper, error) {
+func buildMapper(configPath, blueprintsPath string, opts mapping.Options) (*mapping.Mapper, error) {
 	cfg := mapping.DefaultConfig()
 	if configPath != "" {
 		data, err := os.ReadFile(configPath)
@@ -68,7 +76,6 @@ func buildMapper(configPath, blueprintsPath string, allowEnv bool) (*mapping.Map
 			return nil, err
 		}
 	}
-	opts := mapping.Options{AllowEnv: allowEnv}
 	if blueprintsPath != "" {
 		data, err := os.ReadFile(blueprintsPath)
 		if err != nil {
@@ -108,12 +115,23 @@ type mappedOutput struct {
 	Entity    json.RawMessage `json:"entity"`
 }
 
-func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, stdout io.Writer) error {
+// printMapped maps each entity and prints the result; an entity over the
+// input limits is reported as skipped, as the sidecar would refuse it.
+func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, lim limits.Limits, stdout io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	var nEntities, nWarnings, nSkipped int
 	for i, e := range entities {
+		if v := lim.CheckEntity(e); v != nil {
+			nSkipped++
+			out := mapOutput{Input: describeEntity(i, e), Skipped: []mapping.Warning{{ResourceIndex: -1, Field: strings.TrimPrefix(v.Path, "."),
+				Message: "the entity is over the input limits, the sidecar would refuse it: " + v.Msg}}}
+			if err := enc.Encode(out); err != nil {
+				return err
+			}
+			continue
+		}
 		r := m.Map(ctx, e)
 		out := mapOutput{Input: describeEntity(i, e), Warnings: r.Warnings, Skipped: r.Skipped, Unselected: r.Unselected}
 		for _, x := range r.Entities {
