@@ -38,16 +38,16 @@ type Limiter struct {
 	capped      int
 	waiters     int   // callers waiting in acquire now
 	waitStarts  int64 // sum of their start times, in Unix nanoseconds
-	limit      int
-	period     time.Duration
-	windowEnd  time.Time // end of the server's current window, zero if unknown
-	remaining  int       // local estimate for the current window, -1 if unknown
-	inflight   int
-	nextSlot   time.Time // earliest start of the next paced request
-	totalWait  time.Duration
-	throttled  int
-	retries    int
-	lastSeen   RateLimitState
+	limit       int
+	period      time.Duration
+	windowEnd   time.Time // end of the server's current window, zero if unknown
+	remaining   int       // local estimate for the current window, -1 if unknown
+	inflight    int
+	nextSlot    time.Time // earliest start of the next paced request
+	totalWait   time.Duration
+	throttled   int
+	retries     int
+	lastSeen    RateLimitState
 }
 
 // RateLimitState is what the client last learnt about Port's rate limit and
