@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // Base URLs of Port's regions.
@@ -83,7 +85,7 @@ func New(cfg Config) (*Client, error) {
 	base = strings.TrimSuffix(base, "/v1")
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("port client: base URL %q must be an absolute http(s) URL", cfg.BaseURL)
+		return nil, fmt.Errorf("port client: base URL %s must be an absolute http(s) URL", redact.Quote(cfg.BaseURL))
 	}
 	if cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return nil, errors.New("port client: client id and client secret are required")
