@@ -72,7 +72,7 @@ func (h *service) StreamChanges(ctx context.Context, stream *connect.ClientStrea
 
 func (h *service) TriggerResync(ctx context.Context, req *connect.Request[portbridgev1.TriggerResyncRequest]) (*connect.Response[portbridgev1.TriggerResyncResponse], error) {
 	var vs violations
-	vs.addLimit("reason", limits.TooLong(req.Msg.Reason, h.s.cfg.Limits.MaxReasonBytes, limits.KeyMaxReasonBytes))
+	vs.addLimit("", "reason", limits.TooLong(req.Msg.Reason, h.s.cfg.Limits.MaxReasonBytes, limits.KeyMaxReasonBytes))
 	if err := vs.err(); err != nil {
 		return nil, err
 	}
@@ -99,7 +99,7 @@ func (h *service) GetStatus(ctx context.Context, _ *connect.Request[portbridgev1
 
 func (h *service) PreviewMapping(ctx context.Context, req *connect.Request[portbridgev1.PreviewMappingRequest]) (*connect.Response[portbridgev1.PreviewMappingResponse], error) {
 	var vs violations
-	vs.addLimit("mapping_yaml", limits.TooLong(req.Msg.MappingYaml, h.s.cfg.Limits.MaxMappingYAMLBytes, limits.KeyMaxMappingYAMLBytes))
+	vs.addLimit("", "mapping_yaml", limits.TooLong(req.Msg.MappingYaml, h.s.cfg.Limits.MaxMappingYAMLBytes, limits.KeyMaxMappingYAMLBytes))
 	h.validator().validateEntity(&vs, "entity", req.Msg.Entity)
 	if err := vs.err(); err != nil {
 		return nil, err

@@ -63,10 +63,11 @@ func (vs violations) err() error {
 	return cerr
 }
 
-// addLimit records v (a broken bound) at field, when v is not nil.
-func (vs *violations) addLimit(field string, v *limits.Violation) {
+// addLimit records v (a broken bound) at prefix+field, when v is not nil
+// (the field path is built only then).
+func (vs *violations) addLimit(prefix, field string, v *limits.Violation) {
 	if v != nil {
-		vs.add(field+v.Path, "%s", v.Msg)
+		vs.add(prefix+field+v.Path, "%s", v.Msg)
 	}
 }
 
@@ -81,7 +82,7 @@ type validator struct {
 // every field path ("" or "messages[2].").
 func (v validator) validateBatch(prefix string, changes []*portbridgev1.Change, source string) violations {
 	var vs violations
-	vs.addLimit(prefix+"source", limits.TooLong(source, v.lim.MaxSourceBytes, limits.KeyMaxSourceBytes))
+	vs.addLimit(prefix, "source", limits.TooLong(source, v.lim.MaxSourceBytes, limits.KeyMaxSourceBytes))
 	switch {
 	case len(changes) == 0:
 		vs.add(prefix+"changes", "must not be empty")
@@ -95,40 +96,51 @@ func (v validator) validateBatch(prefix string, changes []*portbridgev1.Change, 
 	}
 	if len(vs) == 0 {
 		for _, c := range changes {
-			dropUnknown(c.ProtoReflect())
+			dropUnknown(c)
 		}
 	}
 	return vs
 }
 
-// dropUnknown removes unknown fields (binary protobuf keeps them) from m and
-// every message in it: they would be stored with the change, unbounded and
-// unread.
-func dropUnknown(m protoreflect.Message) {
-	if len(m.GetUnknown()) > 0 {
-		m.SetUnknown(nil)
+// dropUnknown removes unknown fields (binary protobuf keeps them) from a
+// change and every message in it: they would be stored with the change,
+// unbounded and unread. (Map entries never keep unknown fields.)
+func dropUnknown(c *portbridgev1.Change) {
+	clearUnknown(c)
+	clearUnknown(c.GetObservedAt())
+	if u := c.GetUpserted(); u != nil {
+		clearUnknown(u)
+		dropUnknownStruct(u.GetEntity())
 	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Message() != nil {
-				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					dropUnknown(mv.Message())
-					return true
-				})
-			}
-		case fd.IsList():
-			if fd.Message() != nil {
-				l := v.List()
-				for i := range l.Len() {
-					dropUnknown(l.Get(i).Message())
-				}
-			}
-		case fd.Message() != nil:
-			dropUnknown(v.Message())
+	clearUnknown(c.GetDeleted())
+}
+
+func dropUnknownStruct(s *structpb.Struct) {
+	clearUnknown(s)
+	for _, v := range s.GetFields() {
+		dropUnknownValue(v)
+	}
+}
+
+func dropUnknownValue(v *structpb.Value) {
+	clearUnknown(v)
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StructValue:
+		dropUnknownStruct(k.StructValue)
+	case *structpb.Value_ListValue:
+		clearUnknown(k.ListValue)
+		for _, x := range k.ListValue.GetValues() {
+			dropUnknownValue(x)
 		}
-		return true
-	})
+	}
+}
+
+// clearUnknown drops m's own unknown fields; m may be a typed nil.
+func clearUnknown(m interface{ ProtoReflect() protoreflect.Message }) {
+	r := m.ProtoReflect()
+	if r.IsValid() && len(r.GetUnknown()) > 0 {
+		r.SetUnknown(nil)
+	}
 }
 
 func (v validator) validateChange(vs *violations, p string, c *portbridgev1.Change) {
@@ -143,7 +155,7 @@ func (v validator) validateChange(vs *violations, p string, c *portbridgev1.Chan
 	case c.EntityRef == "":
 		vs.add(p+".entity_ref", "required")
 	case len(c.EntityRef) > v.lim.MaxRefBytes:
-		vs.addLimit(p+".entity_ref", limits.TooLong(c.EntityRef, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
+		vs.addLimit(p, ".entity_ref", limits.TooLong(c.EntityRef, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 	default:
 		r, err := catalog.ParseCanonicalRef(c.EntityRef)
 		if err != nil {
@@ -153,8 +165,8 @@ func (v validator) validateChange(vs *violations, p string, c *portbridgev1.Chan
 		ref, refOK = r, true
 		c.EntityRef = r.String()
 	}
-	vs.addLimit(p+".uid", limits.TooLong(c.Uid, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
-	vs.addLimit(p+".etag", limits.TooLong(c.Etag, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
+	vs.addLimit(p, ".uid", limits.TooLong(c.Uid, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
+	vs.addLimit(p, ".etag", limits.TooLong(c.Etag, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 
 	switch {
 	case c.ObservedAt == nil:
@@ -207,7 +219,7 @@ func (v validator) validateEntity(vs *violations, p string, entity *structpb.Str
 		return "", "", "", "", false
 	}
 	if lv := v.lim.CheckStruct(entity); lv != nil {
-		vs.addLimit(p, lv)
+		vs.addLimit(p, "", lv)
 		return "", "", "", "", false
 	}
 	n := len(*vs)
@@ -231,7 +243,7 @@ func (v validator) validateEntity(vs *violations, p string, entity *structpb.Str
 		uid = requiredString(vs, p+".metadata.uid", x)
 	}
 	for _, key := range []string{"uid", "etag"} {
-		vs.addLimit(p+".metadata."+key, limits.TooLong(meta.GetFields()[key].GetStringValue(), v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
+		vs.addLimit(p, ".metadata."+key, limits.TooLong(meta.GetFields()[key].GetStringValue(), v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 	}
 	return kind, namespace, name, uid, len(*vs) == n
 }

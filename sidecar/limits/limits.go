@@ -165,54 +165,83 @@ func TooLong(s string, max int, key string) *Violation {
 // CheckEntity checks a Backstage entity decoded from JSON (objects are
 // map[string]any, arrays []any) against the depth, size and string bounds.
 // It stops at the first violation and stops walking as soon as the entity
-// is over a bound, so a huge or deeply nested entity costs little.
+// is over a bound, so a huge or deeply nested entity costs little; a walk
+// that finds nothing allocates nothing.
 func (l Limits) CheckEntity(entity map[string]any) *Violation {
 	c := checker{l: l.WithDefaults()}
-	c.object(entity, 1)
-	return c.v
+	c.object(entity, 1, false)
+	return c.result()
 }
 
 // CheckStruct is CheckEntity for an entity as a protobuf Struct.
 func (l Limits) CheckStruct(entity *structpb.Struct) *Violation {
 	c := checker{l: l.WithDefaults()}
-	c.pbObject(entity.GetFields(), 1)
-	return c.v
+	c.pbObject(entity.GetFields(), 1, false)
+	return c.result()
 }
 
-// checker walks one entity; size is its JSON size so far.
+// checker walks one entity; size is its JSON size so far. After a
+// violation every level on the way back adds its key or index to rev (the
+// path, innermost first), so the path costs nothing unless it is needed.
 type checker struct {
-	l    Limits
-	size int
-	path []string
-	v    *Violation
+	l     Limits
+	size  int
+	v     *Violation
+	rev   []pathElem
+	whole bool // the violation is about the whole entity: no path
+}
+
+// pathElem is an object key, or an array index when isKey is false.
+type pathElem struct {
+	key   string
+	index int
+	isKey bool
+}
+
+func (p pathElem) String() string {
+	if p.isKey {
+		return pathKey(p.key)
+	}
+	return "[" + strconv.Itoa(p.index) + "]"
 }
 
 const maxPathShown = 12
 
-// fail records the first violation with the current path.
 func (c *checker) fail(format string, args ...any) {
-	if c.v != nil {
-		return
+	if c.v == nil {
+		c.v = &Violation{Msg: fmt.Sprintf(format, args...)}
 	}
-	p := c.path
+}
+
+// unwind adds one level of the path of a violation found below it.
+func (c *checker) unwind(e pathElem) {
+	if c.v != nil && !c.whole {
+		c.rev = append(c.rev, e)
+	}
+}
+
+func (c *checker) result() *Violation {
+	if c.v == nil || len(c.rev) == 0 {
+		return c.v
+	}
 	var b strings.Builder
-	if len(p) > maxPathShown {
-		for _, s := range p[:maxPathShown/2] {
-			b.WriteString(s)
+	n := len(c.rev)
+	for i := n - 1; i >= 0; i-- {
+		depth := n - 1 - i
+		if n > maxPathShown && depth == maxPathShown/2 {
+			fmt.Fprintf(&b, "…(%d levels)…", n-maxPathShown)
+			i = maxPathShown / 2
 		}
-		fmt.Fprintf(&b, "…(%d levels)…", len(p)-maxPathShown)
-		p = p[len(p)-maxPathShown/2:]
+		b.WriteString(c.rev[i].String())
 	}
-	for _, s := range p {
-		b.WriteString(s)
-	}
-	c.v = &Violation{Path: b.String(), Msg: fmt.Sprintf(format, args...)}
+	c.v.Path = b.String()
+	return c.v
 }
 
 func (c *checker) add(n int) bool {
 	c.size += n
 	if c.size > c.l.MaxEntityBytes {
-		c.path = nil // the whole entity, not where the count crossed the bound
+		c.whole = true
 		c.fail("the entity is over the %d-byte limit as JSON (%s)", c.l.MaxEntityBytes, KeyMaxEntityBytes)
 		return false
 	}
@@ -227,21 +256,14 @@ func (c *checker) str(s string) bool {
 	return c.add(len(s) + 2)
 }
 
-// key enters an object member: it checks the key and pushes it on the path.
+// key checks an object key; a violation is reported at the object.
 func (c *checker) key(k string) bool {
 	if v := TooLong(k, c.l.MaxStringBytes, KeyMaxStringBytes); v != nil {
 		c.fail("object key %s", v.Msg)
 		return false
 	}
-	c.path = append(c.path, pathKey(k))
 	return c.add(len(k) + 3)
 }
-
-func (c *checker) index(i int) {
-	c.path = append(c.path, "["+strconv.Itoa(i)+"]")
-}
-
-func (c *checker) pop() { c.path = c.path[:len(c.path)-1] }
 
 // depth checks the nesting level of a container about to be entered.
 func (c *checker) depth(level int) bool {
@@ -261,7 +283,8 @@ func (c *checker) metaField(start int) bool {
 	return true
 }
 
-func (c *checker) object(m map[string]any, level int) bool {
+// object walks an object at level; meta says it is the entity's metadata.
+func (c *checker) object(m map[string]any, level int, meta bool) bool {
 	if !c.depth(level) {
 		return false
 	}
@@ -270,35 +293,27 @@ func (c *checker) object(m map[string]any, level int) bool {
 			return false
 		}
 		start := c.size
-		if !c.value(v, level) {
+		if !c.value(v, level, level == 1 && k == "metadata") || meta && !c.metaField(start) {
+			c.unwind(pathElem{key: k, isKey: true})
 			return false
 		}
-		if level == 2 && c.isMetadata() && !c.metaField(start) {
-			return false
-		}
-		c.pop()
 	}
 	return true
 }
 
-// isMetadata reports whether the object being walked at level 2 is the
-// entity's metadata.
-func (c *checker) isMetadata() bool { return len(c.path) == 2 && c.path[0] == ".metadata" }
-
-func (c *checker) value(v any, level int) bool {
+func (c *checker) value(v any, level int, meta bool) bool {
 	switch v := v.(type) {
 	case map[string]any:
-		return c.object(v, level+1)
+		return c.object(v, level+1, meta)
 	case []any:
 		if !c.depth(level + 1) {
 			return false
 		}
 		for i, x := range v {
-			c.index(i)
-			if !c.value(x, level+1) || !c.add(1) {
+			if !c.value(x, level+1, false) || !c.add(1) {
+				c.unwind(pathElem{index: i})
 				return false
 			}
-			c.pop()
 		}
 		return true
 	case string:
@@ -314,7 +329,7 @@ func (c *checker) value(v any, level int) bool {
 	}
 }
 
-func (c *checker) pbObject(m map[string]*structpb.Value, level int) bool {
+func (c *checker) pbObject(m map[string]*structpb.Value, level int, meta bool) bool {
 	if !c.depth(level) {
 		return false
 	}
@@ -323,31 +338,27 @@ func (c *checker) pbObject(m map[string]*structpb.Value, level int) bool {
 			return false
 		}
 		start := c.size
-		if !c.pbValue(v, level) {
+		if !c.pbValue(v, level, level == 1 && k == "metadata") || meta && !c.metaField(start) {
+			c.unwind(pathElem{key: k, isKey: true})
 			return false
 		}
-		if level == 2 && c.isMetadata() && !c.metaField(start) {
-			return false
-		}
-		c.pop()
 	}
 	return true
 }
 
-func (c *checker) pbValue(v *structpb.Value, level int) bool {
+func (c *checker) pbValue(v *structpb.Value, level int, meta bool) bool {
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_StructValue:
-		return c.pbObject(k.StructValue.GetFields(), level+1)
+		return c.pbObject(k.StructValue.GetFields(), level+1, meta)
 	case *structpb.Value_ListValue:
 		if !c.depth(level + 1) {
 			return false
 		}
 		for i, x := range k.ListValue.GetValues() {
-			c.index(i)
-			if !c.pbValue(x, level+1) || !c.add(1) {
+			if !c.pbValue(x, level+1, false) || !c.add(1) {
+				c.unwind(pathElem{index: i})
 				return false
 			}
-			c.pop()
 		}
 		return true
 	case *structpb.Value_StringValue:
@@ -369,7 +380,14 @@ func (c *checker) number(f float64) bool {
 		c.fail("%v is not a JSON number", f)
 		return false
 	case f == math.Trunc(f) && math.Abs(f) < 1e15:
-		return c.add(len(strconv.FormatInt(int64(f), 10)))
+		n := 1
+		for a := math.Abs(f); a >= 10; a /= 10 {
+			n++
+		}
+		if f < 0 {
+			n++
+		}
+		return c.add(n)
 	}
 	return c.add(24) // an upper bound of the shortest form
 }
