@@ -10,7 +10,7 @@ export npm_config_nodedir ?= /usr
 # The contract as it landed: `buf breaking` compares the proto against it.
 BREAKING_AGAINST ?= bf27eca8d0a26a82a7003492cd1c8ca61af9c376
 
-.PHONY: help build generate check-generated lint breaking test test-go test-short test-module test-deploy bench dev image clean
+.PHONY: help build generate check-generated lint breaking test test-go test-short fuzz test-module test-deploy bench dev image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -34,13 +34,18 @@ lint: ## gofmt, go vet, staticcheck, buf lint
 breaking: ## buf breaking against the landed contract
 	go tool buf breaking --against '.git#ref=$(BREAKING_AGAINST)'
 
-test: check-generated lint breaking test-go test-module test-deploy ## everything CI runs (real Backstage and jq included)
+test: check-generated lint breaking test-go fuzz test-module test-deploy ## everything CI runs (real Backstage and jq included)
 
 test-go: ## Go tests, including the real-Backstage and jq differential tests
 	go test -count=1 -timeout 25m ./...
 
 test-short: ## Go tests without the real Backstage peer and jq
 	go test -short -count=1 ./...
+
+FUZZTIME ?= 10s
+fuzz: ## short fixed-time fuzzing: RPC validation -> queue encoding -> decode, and the mapping config loader
+	go test -run='^$$' -fuzz='^FuzzValidate$$' -fuzztime=$(FUZZTIME) ./server
+	go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./sidecar/mapping
 
 test-module: ## the Backstage module: npm ci, build, unit tests (under the lock the e2e test takes too)
 	cd client/backstage && flock $${TMPDIR:-/tmp}/portbridge-client-backstage-npm.lock sh -c 'npm ci --no-audit --no-fund && npm run build' && npm test

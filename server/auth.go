@@ -14,7 +14,11 @@ import (
 // `Authorization: Bearer <token>` before anything of the request body is
 // read, so an unauthenticated caller cannot make the server parse a large
 // message. The error is written in the caller's protocol (Connect answers
-// HTTP 401, gRPC and gRPC-Web a status in trailers). Tokens are compared as
+// HTTP 401, gRPC and gRPC-Web a status in trailers). The challenge
+// (WWW-Authenticate) is a response header: HTTP forbids authentication
+// fields in trailers, where the gRPC error writer puts an error's metadata,
+// and Go's HTTP/2 server drops such a trailer with a warning in the log on
+// every unauthenticated call. Tokens are compared as
 // SHA-256 sums in constant time, so neither the token's content nor its
 // length leaks through timing; errors never echo what the caller sent.
 func (s *Server) requireToken(next http.Handler) http.Handler {
@@ -26,6 +30,7 @@ func (s *Server) requireToken(next http.Handler) http.Handler {
 		if err := checkBearer(r.Header.Get("Authorization"), s.tokenSum); err != nil {
 			s.metrics.countRejected(r.URL.Path, connect.CodeUnauthenticated)
 			s.log.Debug("rpc rejected", "procedure", r.URL.Path, "remote", r.RemoteAddr, "error", err)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="portbridge"`)
 			_ = ew.Write(w, r, err)
 			return
 		}
@@ -51,7 +56,5 @@ func checkBearer(header string, want [sha256.Size]byte) *connect.Error {
 }
 
 func unauthenticated(msg string) *connect.Error {
-	err := connect.NewError(connect.CodeUnauthenticated, errors.New(msg))
-	err.Meta().Set("WWW-Authenticate", `Bearer realm="portbridge"`)
-	return err
+	return connect.NewError(connect.CodeUnauthenticated, errors.New(msg))
 }

@@ -12,6 +12,7 @@ import (
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
 	"github.com/portbridge/portbridge/server/servertest"
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 // benchEntity is a Component about the size and shape the catalog API
@@ -122,7 +123,7 @@ func BenchmarkStreamChanges(b *testing.B) {
 func BenchmarkValidateBatch(b *testing.B) {
 	batch := benchBatch(b, 1000)
 	for b.Loop() {
-		if vs := validateBatch("", batch, time.Now()); len(vs) != 0 {
+		if vs := (validator{lim: limits.Default(), now: time.Now()}).validateBatch("", batch, ""); len(vs) != 0 {
 			b.Fatal(vs)
 		}
 	}

@@ -26,13 +26,15 @@ import (
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 // Backend is what the server needs from the sidecar. The server validates and
 // normalises every change before it calls Publish.
 //
 // Errors a Backend returns reach the caller: a *connect.Error keeps its code,
-// an error wrapping ErrUnimplemented becomes Unimplemented, context errors
+// an error wrapping ErrUnimplemented becomes Unimplemented, one wrapping
+// ErrInvalidArgument InvalidArgument (a bad mapping_yaml), context errors
 // become Canceled or DeadlineExceeded, and anything else becomes Unavailable
 // (Publish, TriggerResync) or Internal (Status, PreviewMapping). Their
 // messages must not contain secrets.
@@ -57,6 +59,11 @@ type Backend interface {
 // serve yet; the server answers it with connect.CodeUnimplemented.
 var ErrUnimplemented = errors.New("not implemented")
 
+// ErrInvalidArgument is wrapped by a Backend error caused by the request's
+// content (a PreviewMapping mapping that does not parse or compile); the
+// server answers it with connect.CodeInvalidArgument.
+var ErrInvalidArgument = errors.New("invalid argument")
+
 // DefaultMaxRequestBytes is the request size limit when Config leaves it 0.
 const DefaultMaxRequestBytes = 8 << 20
 
@@ -80,6 +87,11 @@ type Config struct {
 	MaxRequestBytes int64
 	// ShutdownTimeout bounds the graceful shutdown in Serve. Default 10s.
 	ShutdownTimeout time.Duration
+	// Limits bound what requests may carry (entity depth and sizes, batch
+	// size, source, reason, refs, mapping_yaml); zero fields get
+	// limits.Default's values. Whatever passes them can be stored in the
+	// queue and decoded again.
+	Limits limits.Limits
 	// Version is reported by GetStatus when the Backend does not set it.
 	Version string
 	// Logger receives request errors and server events. Default: discard.
@@ -118,6 +130,10 @@ func New(cfg Config, backend Backend) (*Server, error) {
 	}
 	if cfg.MaxRequestBytes > 1<<30 {
 		return nil, fmt.Errorf("server: max request bytes %d is above 1 GiB", cfg.MaxRequestBytes)
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if cfg.ShutdownTimeout < 0 {
 		return nil, fmt.Errorf("server: shutdown timeout is negative (%s)", cfg.ShutdownTimeout)

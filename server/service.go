@@ -10,6 +10,7 @@ import (
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 // service implements the BridgeService on top of the Backend.
@@ -21,7 +22,7 @@ var _ portbridgev1connect.BridgeServiceHandler = (*service)(nil)
 
 func (h *service) PublishChanges(ctx context.Context, req *connect.Request[portbridgev1.PublishChangesRequest]) (*connect.Response[portbridgev1.PublishChangesResponse], error) {
 	msg := req.Msg
-	if err := validateBatch("", msg.Changes, time.Now()).err(); err != nil {
+	if err := h.validator().validateBatch("", msg.Changes, msg.Source).err(); err != nil {
 		h.s.metrics.changes.WithLabelValues("rejected").Add(float64(len(msg.Changes)))
 		return nil, err
 	}
@@ -48,7 +49,7 @@ func (h *service) StreamChanges(ctx context.Context, stream *connect.ClientStrea
 			source = msg.Source
 		}
 		resp.Messages++
-		if err := validateBatch(fmt.Sprintf("messages[%d].", idx), msg.Changes, time.Now()).err(); err != nil {
+		if err := h.validator().validateBatch(fmt.Sprintf("messages[%d].", idx), msg.Changes, msg.Source).err(); err != nil {
 			h.s.metrics.changes.WithLabelValues("rejected").Add(float64(len(msg.Changes)))
 			return nil, err
 		}
@@ -70,8 +71,10 @@ func (h *service) StreamChanges(ctx context.Context, stream *connect.ClientStrea
 }
 
 func (h *service) TriggerResync(ctx context.Context, req *connect.Request[portbridgev1.TriggerResyncRequest]) (*connect.Response[portbridgev1.TriggerResyncResponse], error) {
-	if len(req.Msg.Reason) > maxReasonLen {
-		return nil, violations{{field: "reason", desc: fmt.Sprintf("longer than %d bytes", maxReasonLen)}}.err()
+	var vs violations
+	vs.addLimit("", "reason", limits.TooLong(req.Msg.Reason, h.s.cfg.Limits.MaxReasonBytes, limits.KeyMaxReasonBytes))
+	if err := vs.err(); err != nil {
+		return nil, err
 	}
 	id, running, err := h.s.backend.TriggerResync(ctx, req.Msg.Reason, req.Msg.Verify)
 	if err != nil {
@@ -96,8 +99,10 @@ func (h *service) GetStatus(ctx context.Context, _ *connect.Request[portbridgev1
 
 func (h *service) PreviewMapping(ctx context.Context, req *connect.Request[portbridgev1.PreviewMappingRequest]) (*connect.Response[portbridgev1.PreviewMappingResponse], error) {
 	var vs violations
-	if _, _, _, _, ok := validateEntity(&vs, "entity", req.Msg.Entity); !ok {
-		return nil, vs.err()
+	vs.addLimit("", "mapping_yaml", limits.TooLong(req.Msg.MappingYaml, h.s.cfg.Limits.MaxMappingYAMLBytes, limits.KeyMaxMappingYAMLBytes))
+	h.validator().validateEntity(&vs, "entity", req.Msg.Entity)
+	if err := vs.err(); err != nil {
+		return nil, err
 	}
 	out, err := h.s.backend.PreviewMapping(ctx, req.Msg.Entity.AsMap(), req.Msg.MappingYaml)
 	if err != nil {
@@ -109,9 +114,13 @@ func (h *service) PreviewMapping(ctx context.Context, req *connect.Request[portb
 	return connect.NewResponse(out), nil
 }
 
+func (h *service) validator() validator {
+	return validator{lim: h.s.cfg.Limits, now: time.Now()}
+}
+
 // backendError gives a Backend error its RPC code: a *connect.Error keeps its
-// own, ErrUnimplemented and context errors get theirs, anything else gets
-// fallback. what says what the server was doing.
+// own, ErrUnimplemented, ErrInvalidArgument and context errors get theirs,
+// anything else gets fallback. what says what the server was doing.
 func backendError(what string, err error, fallback connect.Code) error {
 	var cerr *connect.Error
 	if errors.As(err, &cerr) {
@@ -121,6 +130,8 @@ func backendError(what string, err error, fallback connect.Code) error {
 	switch {
 	case errors.Is(err, ErrUnimplemented):
 		code = connect.CodeUnimplemented
+	case errors.Is(err, ErrInvalidArgument):
+		code = connect.CodeInvalidArgument
 	case errors.Is(err, context.Canceled):
 		code = connect.CodeCanceled
 	case errors.Is(err, context.DeadlineExceeded):

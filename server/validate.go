@@ -8,21 +8,19 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
+	"github.com/portbridge/portbridge/sidecar/limits"
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 const (
 	// maxFutureSkew is how far in the future an observed_at may lie (clock
 	// skew between publisher and sidecar); later ones are rejected.
 	maxFutureSkew = 5 * time.Minute
-	// maxRefLen bounds an entity ref (Backstage limits kind, namespace and
-	// name to 63 characters each).
-	maxRefLen = 255
-	// maxReasonLen bounds TriggerResync's reason.
-	maxReasonLen = 200
 	// maxViolations bounds how many violations one error reports.
 	maxViolations = 100
 )
@@ -64,33 +62,99 @@ func (vs violations) err() error {
 	return cerr
 }
 
+// addLimit records v (a broken bound) at prefix+field, when v is not nil
+// (the field path is built only then).
+func (vs *violations) addLimit(prefix, field string, v *limits.Violation) {
+	if v != nil {
+		vs.add(prefix+field+v.Path, "%s", v.Msg)
+	}
+}
+
+// validator checks requests against the input limits.
+type validator struct {
+	lim limits.Limits
+	now time.Time
+}
+
 // validateBatch checks and normalises a batch of changes in place: refs are
 // lower-cased, a missing observed_at becomes now. prefix is prepended to
 // every field path ("" or "messages[2].").
-func validateBatch(prefix string, changes []*portbridgev1.Change, now time.Time) violations {
+func (v validator) validateBatch(prefix string, changes []*portbridgev1.Change, source string) violations {
 	var vs violations
-	if len(changes) == 0 {
+	vs.addLimit(prefix, "source", limits.TooLong(source, v.lim.MaxSourceBytes, limits.KeyMaxSourceBytes))
+	switch {
+	case len(changes) == 0:
 		vs.add(prefix+"changes", "must not be empty")
+		return vs
+	case len(changes) > v.lim.MaxChangesPerBatch:
+		vs.add(prefix+"changes", "%d changes, over the limit of %d per batch (%s)", len(changes), v.lim.MaxChangesPerBatch, limits.KeyMaxChangesPerBatch)
 		return vs
 	}
 	for i, c := range changes {
-		validateChange(&vs, fmt.Sprintf("%schanges[%d]", prefix, i), c, now)
+		v.validateChange(&vs, fmt.Sprintf("%schanges[%d]", prefix, i), c)
+	}
+	if len(vs) == 0 {
+		for _, c := range changes {
+			dropUnknown(c)
+		}
 	}
 	return vs
 }
 
-func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.Time) {
+// dropUnknown removes unknown fields (binary protobuf keeps them) from a
+// change and every message in it: they would be stored with the change,
+// unbounded and unread. (Map entries never keep unknown fields.)
+func dropUnknown(c *portbridgev1.Change) {
+	clearUnknown(c)
+	clearUnknown(c.GetObservedAt())
+	if u := c.GetUpserted(); u != nil {
+		clearUnknown(u)
+		dropUnknownStruct(u.GetEntity())
+	}
+	clearUnknown(c.GetDeleted())
+}
+
+func dropUnknownStruct(s *structpb.Struct) {
+	clearUnknown(s)
+	for _, v := range s.GetFields() {
+		dropUnknownValue(v)
+	}
+}
+
+func dropUnknownValue(v *structpb.Value) {
+	clearUnknown(v)
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StructValue:
+		dropUnknownStruct(k.StructValue)
+	case *structpb.Value_ListValue:
+		clearUnknown(k.ListValue)
+		for _, x := range k.ListValue.GetValues() {
+			dropUnknownValue(x)
+		}
+	}
+}
+
+// clearUnknown drops m's own unknown fields; m may be a typed nil.
+func clearUnknown(m interface{ ProtoReflect() protoreflect.Message }) {
+	r := m.ProtoReflect()
+	if r.IsValid() && len(r.GetUnknown()) > 0 {
+		r.SetUnknown(nil)
+	}
+}
+
+func (v validator) validateChange(vs *violations, p string, c *portbridgev1.Change) {
 	if c == nil {
 		vs.add(p, "required")
 		return
 	}
+	now := v.now
 	var ref entityRef
 	refOK := false
 	switch {
 	case c.EntityRef == "":
 		vs.add(p+".entity_ref", "required")
-	case len(c.EntityRef) > maxRefLen:
-		vs.add(p+".entity_ref", "longer than %d bytes", maxRefLen)
+	case len(c.EntityRef) > v.lim.MaxRefBytes:
+		vs.addLimit(p, ".entity_ref", limits.TooLong(c.EntityRef, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 	default:
 		r, err := parseEntityRef(c.EntityRef)
 		if err != nil {
@@ -100,6 +164,8 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 		ref, refOK = r, true
 		c.EntityRef = r.String()
 	}
+	vs.addLimit(p, ".uid", limits.TooLong(c.Uid, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
+	vs.addLimit(p, ".etag", limits.TooLong(c.Etag, v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 
 	switch {
 	case c.ObservedAt == nil:
@@ -123,31 +189,36 @@ func validateChange(vs *violations, p string, c *portbridgev1.Change, now time.T
 		if ch.Upserted != nil {
 			entity = ch.Upserted.Entity
 		}
-		kind, ns, name, uid, ok := validateEntity(vs, p+".upserted.entity", entity)
+		kind, ns, name, uid, ok := v.validateEntity(vs, p+".upserted.entity", entity)
 		if !ok || !refOK {
 			return
 		}
 		if !strings.EqualFold(kind, ref.kind) {
-			vs.add(p+".upserted.entity.kind", "%q does not match entity_ref %q", kind, ref.String())
+			vs.add(p+".upserted.entity.kind", "%s does not match entity_ref %s", redact.Quote(kind), redact.Quote(ref.String()))
 		}
 		if !strings.EqualFold(ns, ref.namespace) {
-			vs.add(p+".upserted.entity.metadata.namespace", "%q does not match entity_ref %q", ns, ref.String())
+			vs.add(p+".upserted.entity.metadata.namespace", "%s does not match entity_ref %s", redact.Quote(ns), redact.Quote(ref.String()))
 		}
 		if !strings.EqualFold(name, ref.name) {
-			vs.add(p+".upserted.entity.metadata.name", "%q does not match entity_ref %q", name, ref.String())
+			vs.add(p+".upserted.entity.metadata.name", "%s does not match entity_ref %s", redact.Quote(name), redact.Quote(ref.String()))
 		}
 		if c.Uid != "" && uid != "" && c.Uid != uid {
-			vs.add(p+".uid", "%q does not match upserted.entity.metadata.uid %q", c.Uid, uid)
+			vs.add(p+".uid", "%s does not match upserted.entity.metadata.uid %s", redact.Quote(c.Uid), redact.Quote(uid))
 		}
 	}
 }
 
-// validateEntity checks that a Backstage entity object has a string kind and
-// metadata.name, and an optional string metadata.namespace and metadata.uid.
-// It returns them (namespace defaulted) and whether the entity is usable.
-func validateEntity(vs *violations, p string, entity *structpb.Struct) (kind, namespace, name, uid string, ok bool) {
+// validateEntity checks that a Backstage entity object is within the input
+// limits and has a string kind and metadata.name, and an optional string
+// metadata.namespace, metadata.uid and metadata.etag. It returns them
+// (namespace defaulted) and whether the entity is usable.
+func (v validator) validateEntity(vs *violations, p string, entity *structpb.Struct) (kind, namespace, name, uid string, ok bool) {
 	if entity == nil {
 		vs.add(p, "required")
+		return "", "", "", "", false
+	}
+	if lv := v.lim.CheckStruct(entity); lv != nil {
+		vs.addLimit(p, "", lv)
 		return "", "", "", "", false
 	}
 	n := len(*vs)
@@ -167,8 +238,11 @@ func validateEntity(vs *violations, p string, entity *structpb.Struct) (kind, na
 	if v, present := meta.GetFields()["namespace"]; present {
 		namespace = requiredString(vs, p+".metadata.namespace", v)
 	}
-	if v, present := meta.GetFields()["uid"]; present {
-		uid = requiredString(vs, p+".metadata.uid", v)
+	if x, present := meta.GetFields()["uid"]; present {
+		uid = requiredString(vs, p+".metadata.uid", x)
+	}
+	for _, key := range []string{"uid", "etag"} {
+		vs.addLimit(p, ".metadata."+key, limits.TooLong(meta.GetFields()[key].GetStringValue(), v.lim.MaxRefBytes, limits.KeyMaxRefBytes))
 	}
 	return kind, namespace, name, uid, len(*vs) == n
 }

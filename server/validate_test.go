@@ -15,6 +15,7 @@ import (
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
 	"github.com/portbridge/portbridge/server/servertest"
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 func rawUpsert(t *testing.T, ref string, e map[string]any) *portbridgev1.Change {
@@ -142,7 +143,7 @@ func TestPublishValidationAcceptsAndNormalises(t *testing.T) {
 		{EntityRef: "user:default/jo", ObservedAt: timestamppb.New(slightlyAhead), Change: &portbridgev1.Change_Deleted{Deleted: &portbridgev1.Deleted{}}},
 	}
 	now := time.Now()
-	if vs := validateBatch("", batch, now); len(vs) != 0 {
+	if vs := (validator{lim: limits.Default(), now: now}).validateBatch("", batch, ""); len(vs) != 0 {
 		t.Fatalf("violations %v", vs)
 	}
 	wantRefs := []string{"component:default/petstore", "api:prod/x", "group:default/team-a", "user:default/jo"}
@@ -176,7 +177,7 @@ func TestViolationsAreBounded(t *testing.T) {
 	for i := range batch {
 		batch[i] = del("bad")
 	}
-	vs := validateBatch("", batch, time.Now())
+	vs := (validator{lim: limits.Default(), now: time.Now()}).validateBatch("", batch, "")
 	if len(vs) != maxViolations {
 		t.Fatalf("%d violations, want %d", len(vs), maxViolations)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -16,6 +17,7 @@ import (
 	"github.com/portbridge/portbridge/server"
 	"github.com/portbridge/portbridge/sidecar/engine"
 	"github.com/portbridge/portbridge/sidecar/mapping"
+	"github.com/portbridge/portbridge/sidecar/redact"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
@@ -24,6 +26,9 @@ import (
 // store sees generated proto types.
 type backend struct {
 	eng *engine.Engine
+	// sc completes the status with what only the wiring knows and redacts
+	// it; nil in tests that wire an engine alone.
+	sc *sidecar
 }
 
 var _ server.Backend = backend{}
@@ -144,9 +149,14 @@ func (b backend) Status(ctx context.Context) (*portbridgev1.GetStatusResponse, e
 		resp.DeletionGuard.LastRefusal = refusal(r)
 	}
 	rl := st.RateLimit
-	resp.PortRateLimit = &portbridgev1.RateLimitStatus{Remaining: int64(rl.Remaining), Waited: durationpb.New(rl.TotalWait), Throttled: uint64(rl.Throttled)}
+	resp.PortRateLimit = &portbridgev1.RateLimitStatus{Remaining: int64(rl.Remaining), Waited: durationpb.New(rl.TotalWait), Throttled: uint64(rl.Throttled),
+		Waiting: uint32(rl.Waiting), Capped: uint64(rl.Capped)}
 	if !rl.Reset.IsZero() {
 		resp.PortRateLimit.ResetAt = timestamppb.New(rl.Reset)
+	}
+	if !rl.WaitingUntil.IsZero() {
+		resp.PortRateLimit.WaitingUntil = timestamppb.New(rl.WaitingUntil)
+		resp.PortRateLimit.WaitReason = rl.WaitReason
 	}
 	if st.Current != nil {
 		resp.CurrentResync = passStatus(st.Current)
@@ -157,7 +167,47 @@ func (b backend) Status(ctx context.Context) (*portbridgev1.GetStatusResponse, e
 	if st.LastVerify != nil {
 		resp.LastVerify = passStatus(st.LastVerify)
 	}
+	if b.sc != nil {
+		// No URL user info or secret reaches a caller, whatever text an
+		// error carried.
+		redactStrings(resp.ProtoReflect(), b.sc.redactor)
+	}
 	return resp, nil
+}
+
+// redactStrings redacts every string field of m and of the messages in it.
+func redactStrings(m protoreflect.Message, r *redact.Redactor) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					redactStrings(mv.Message(), r)
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i := range v.List().Len() {
+					redactStrings(v.List().Get(i).Message(), r)
+				}
+			} else if fd.Kind() == protoreflect.StringKind {
+				l := v.List()
+				for i := range l.Len() {
+					if s := r.String(l.Get(i).String()); s != l.Get(i).String() {
+						l.Set(i, protoreflect.ValueOfString(s))
+					}
+				}
+			}
+		case fd.Message() != nil:
+			redactStrings(v.Message(), r)
+		case fd.Kind() == protoreflect.StringKind:
+			if s := r.String(v.String()); s != v.String() {
+				m.Set(fd, protoreflect.ValueOfString(s))
+			}
+		}
+		return true
+	})
 }
 
 func refusal(r *engine.Refusal) *portbridgev1.DeletionRefusal {

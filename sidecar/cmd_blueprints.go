@@ -44,9 +44,16 @@ func runBlueprints(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *output != "text" && *output != "json" {
 		return fmt.Errorf("flag --output: %q is not text or json", *output)
 	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		return err
+	// Without a config file the defaults do: a file of entities and the
+	// default mapping and blueprints need no daemon settings.
+	def := config.Default()
+	cfg := &def
+	if *path != "" {
+		c, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		cfg = c
 	}
 	mcfg, configured, err := loadMapping(cfg)
 	if err != nil {

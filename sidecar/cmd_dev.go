@@ -174,7 +174,7 @@ Changes are polled every %s (as the Backstage module does) and reach Port within
 		self, sidecarURL, cfg.Server.Token, catURL, portURL, catURL, self, cliConfig, self, cliConfig, *poll)
 
 	// The Backstage module's twin: poll the catalog, publish changes.
-	cc, err := catalog.New(catalog.Config{BaseURL: catURL, Token: bsToken})
+	cc, err := catalog.New(catalog.Config{BaseURL: catURL, Token: bsToken, Limits: cfg.Limits.Bounds(), Logger: log.With("component", "poller")})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/portbridge/portbridge/sidecar/config"
+	"github.com/portbridge/portbridge/sidecar/limits"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 )
 
@@ -39,6 +41,10 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "with --bench, goroutines mapping in parallel")
 	blueprintsPath := fs.String("blueprints", "", "blueprints JSON `FILE` (an array) deciding many-relations and object properties; default: the embedded default blueprints")
 	allowEnv := fs.Bool("allow-env", false, "let jq read environment variables ($ENV, env)")
+	def := config.Default()
+	budget := fs.Int64("memory-budget", def.Mapping.MemoryBudget, "memory jq may use per entity, in `bytes` (as mapping.memoryBudget)")
+	maxOut := fs.Int("max-output-bytes", def.Mapping.MaxOutputBytes, "largest mapped Port entity as JSON, in `bytes` (as mapping.maxOutputBytes)")
+	timeout := fs.Duration("timeout", def.Mapping.Timeout.D(), "jq time limit per entity (as mapping.timeout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,7 +58,8 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("flag --output: %w", err)
 	}
-	m, err := buildMapper(*configPath, *blueprintsPath, *allowEnv)
+	opts := mapping.Options{AllowEnv: *allowEnv, MemoryBudget: *budget, MaxOutputBytes: *maxOut, Timeout: *timeout}
+	m, err := buildMapper(*configPath, *blueprintsPath, opts)
 	if err != nil {
 		return err
 	}
@@ -67,10 +74,10 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("map: reading entities from %s: %w", *entitiesPath, err)
 	}
-	return printMapped(ctx, m, entities, enc, stderr, *keepGoing)
+	return printMapped(ctx, m, entities, def.Limits.Bounds(), enc, stderr, *keepGoing)
 }
 
-func buildMapper(configPath, blueprintsPath string, allowEnv bool) (*mapping.Mapper, error) {
+func buildMapper(configPath, blueprintsPath string, opts mapping.Options) (*mapping.Mapper, error) {
 	cfg := mapping.DefaultConfig()
 	if configPath != "" {
 		data, err := os.ReadFile(configPath)
@@ -81,7 +88,6 @@ func buildMapper(configPath, blueprintsPath string, allowEnv bool) (*mapping.Map
 			return nil, err
 		}
 	}
-	opts := mapping.Options{AllowEnv: allowEnv}
 	if blueprintsPath != "" {
 		data, err := os.ReadFile(blueprintsPath)
 		if err != nil {
@@ -106,9 +112,11 @@ func readInput(path string) ([]byte, error) {
 }
 
 // printMapped maps every entity, writes the Port entities with enc and the
-// warnings, failures and a summary to stderr. It returns an error naming the
-// first failure (after it, unless keepGoing) or the count of failures.
-func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, enc entityEncoder, stderr io.Writer, keepGoing bool) error {
+// warnings, failures and a summary to stderr. An entity over the input
+// limits is a failure, as the sidecar would refuse it. It returns an error
+// naming the first failure (after it, unless keepGoing) or the count of
+// failures.
+func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]any, lim limits.Limits, enc entityEncoder, stderr io.Writer, keepGoing bool) error {
 	var nEntities, nWarnings, failed int
 	var first string
 	summary := func(stopped bool) {
@@ -120,7 +128,13 @@ func printMapped(ctx context.Context, m *mapping.Mapper, entities []map[string]a
 	}
 	for i, e := range entities {
 		in := describeEntity(i, e)
-		r := m.Map(ctx, e)
+		var r mapping.Result
+		if v := lim.CheckEntity(e); v != nil {
+			r.Skipped = []mapping.Warning{{ResourceIndex: -1, Field: strings.TrimPrefix(v.Path, "."),
+				Message: "the entity is over the input limits, the sidecar would refuse it: " + v.Msg}}
+		} else {
+			r = m.Map(ctx, e)
+		}
 		for _, x := range r.Entities {
 			if err := enc.encode(in, x); err != nil {
 				return fmt.Errorf("writing output: %w", err)

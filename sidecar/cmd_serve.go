@@ -14,6 +14,7 @@ import (
 
 	"github.com/portbridge/portbridge/server"
 	"github.com/portbridge/portbridge/sidecar/config"
+	"github.com/portbridge/portbridge/sidecar/redact"
 	"github.com/portbridge/portbridge/sidecar/version"
 )
 
@@ -69,7 +70,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	}
 	defer sc.close()
 	srv, err := server.New(server.Config{Token: cfg.Server.Token, AllowNoAuth: cfg.Server.AllowNoAuth, MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Version: version.Version, Logger: log, Registry: sc.registry}, backend{sc.engine})
+		Limits: sc.limits, Version: version.Version, Logger: log, Registry: sc.registry}, backend{eng: sc.engine, sc: sc})
 	if err != nil {
 		return err
 	}
@@ -86,7 +87,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		cancel()
 	})
 	log.Info("portbridge serving", "listen", ln.Addr().String(), "version", version.String(), "state", cfg.State.Path,
-		"backstage", cfg.Backstage.BaseURL, "port", cfg.Port.BaseURL, "policy", cfg.Sync.Policy, "tls", cfg.Server.TLS.CertFile != "")
+		"backstage", redact.URL(cfg.Backstage.BaseURL), "port", redact.URL(cfg.Port.BaseURL), "policy", cfg.Sync.Policy, "tls", cfg.Server.TLS.CertFile != "")
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -215,6 +215,12 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 		}
 		row("Port rate limit", "remaining "+remaining, "resets "+reset,
 			"waited "+dur(rl.GetWaited()), fmt.Sprintf("throttled (429) %d", rl.GetThrottled()))
+		if u := rl.GetWaitingUntil(); u != nil {
+			row("", fmt.Sprintf("waiting until %s (%s from now), %d requests", stamp(u), u.AsTime().Sub(now).Round(time.Second), rl.GetWaiting()), rl.GetWaitReason())
+		}
+		if n := rl.GetCapped(); n > 0 {
+			row("", fmt.Sprintf("%d pauses cut to port.maxRetryAfter", n))
+		}
 	}
 	if owned := st.GetOwnedEntities(); len(owned) > 0 {
 		parts := make([]string, 0, len(owned))

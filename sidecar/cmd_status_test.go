@@ -30,7 +30,8 @@ func TestPrintStatus(t *testing.T) {
 		CurrentResync: &portbridgev1.ResyncStatus{Id: "r-8", Trigger: "rpc", StartedAt: ts(-12 * time.Second), State: "running"},
 		Port:          &portbridgev1.PeerStatus{Reachable: true, Url: "https://api.getport.io", LastSuccess: ts(-5 * time.Second)},
 		Backstage:     &portbridgev1.PeerStatus{Url: "http://backstage:7007", LastError: "connection refused"},
-		PortRateLimit: &portbridgev1.RateLimitStatus{Remaining: -1, Waited: durationpb.New(1500 * time.Millisecond), Throttled: 3},
+		PortRateLimit: &portbridgev1.RateLimitStatus{Remaining: -1, Waited: durationpb.New(1500 * time.Millisecond), Throttled: 3,
+			WaitingUntil: ts(4 * time.Minute), WaitReason: "429 Retry-After 3600s, capped at 5m0s (port.maxRetryAfter)", Waiting: 2, Capped: 1},
 		OwnedEntities: map[string]uint64{"service": 100, "api": 30},
 	}
 	var out bytes.Buffer
@@ -39,7 +40,8 @@ func TestPrintStatus(t *testing.T) {
 	}
 	t.Log("\n" + out.String())
 	for _, want := range []string{"v1.2.3", "up 3h0m0s", "depth              12", "3m0s", "unreachable", "connection refused",
-		"remaining unknown", "throttled (429) 3", "api 30, service 100", "Current resync: r-8 (rpc) running", "running for 12s",
+		"remaining unknown", "throttled (429) 3", "waiting until 2025-03-01T12:04:00Z (4m0s from now), 2 requests",
+		"429 Retry-After 3600s, capped at 5m0s", "1 pauses cut to port.maxRetryAfter", "api 30, service 100", "Current resync: r-8 (rpc) running", "running for 12s",
 		"took 1m2s", "deletions skipped: threshold", "Last verify: none"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)

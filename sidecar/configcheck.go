@@ -83,10 +83,27 @@ func checkConfig(ctx context.Context, o checkOptions) *checkReport {
 		return rep
 	}
 	rep.Resources = len(mcfg.Resources)
-	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), Blueprints: blueprints}
-	_, compileErr := mapping.New(mcfg, mopts)
-	if compileErr != nil {
+	// Exactly the checks serve runs before it starts; what they refuse
+	// beyond the mapping (credentials, TLS files) is reported, and the
+	// mapping is still checked below.
+	chk, compileErr := validateConfig(cfg)
+	var mce *mapping.ConfigError
+	var mces mapping.ConfigErrors
+	if compileErr != nil && !errors.As(compileErr, &mce) && !errors.As(compileErr, &mces) {
+		rep.configErrors(compileErr)
+		if _, err := mapping.New(mcfg, mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Blueprints: blueprints}); err != nil {
+			compileErr = err
+			rep.mappingErrors(err, cfg)
+		} else {
+			compileErr = nil
+		}
+	} else if compileErr != nil {
 		rep.mappingErrors(compileErr, cfg)
+	}
+	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), MaxOutputBytes: cfg.Mapping.MaxOutputBytes,
+		MemoryBudget: cfg.Mapping.MemoryBudget, Blueprints: blueprints}
+	if chk != nil {
+		mopts = chk.mopts
 	}
 
 	// The peers: Port for its blueprints (when credentials are set),

@@ -58,8 +58,13 @@ func findProblem(rep checkReport, sev mapcheck.Severity, key, text string) *mapc
 	return nil
 }
 
+// writeConfig writes a config with a server token, and Port credentials
+// unless body configures Port itself (serve needs both).
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
+	if !strings.Contains(body, "port:") {
+		body = "port: {clientId: test-id, clientSecret: test-secret}\n" + body
+	}
 	return writeTemp(t, "portbridge.yaml", "server:\n  token: t0ken-123\n"+body)
 }
 

@@ -56,7 +56,7 @@ func TestPreflight(t *testing.T) {
 	}{
 		{"both fine", preflightConfig(cat.URL, "catalog-token-123", emu.URL, id, secret), nil, nil},
 		{"both closed", preflightConfig(withUser, "t", closed, id, secret),
-			[]string{"2 peers are not usable", "Backstage at " + closed + "/: catalog base URL \"" + closed + "/\": must not have a query", "check backstage.baseUrl (env PORTBRIDGE_BACKSTAGE_BASE_URL)",
+			[]string{"2 peers are not usable", "Backstage at " + closed + "/: catalog base URL", "must not have a query", "check backstage.baseUrl (env PORTBRIDGE_BACKSTAGE_BASE_URL)",
 				"Port at " + closed + ": connection refused", "check port.baseUrl (env PORTBRIDGE_PORT_BASE_URL)"},
 			[]string{"hunter2", "hunter3", "admin"}},
 		{"wrong tokens", preflightConfig(cat.URL, "wrong-token", emu.URL, id, "wrong"),

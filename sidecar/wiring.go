@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,10 @@ import (
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/config"
 	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/limits"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/redact"
 	"github.com/portbridge/portbridge/sidecar/state"
 	"github.com/portbridge/portbridge/sidecar/version"
 )
@@ -29,19 +32,64 @@ type sidecar struct {
 	port     *port.Client
 	catalog  *catalog.Client
 	engine   *engine.Engine
+	limits   limits.Limits
+	redactor *redact.Redactor
 }
 
-// build opens the state file and wires every part from cfg. Blueprint setup
-// talks to Port; a Port that cannot be reached is logged, not fatal (the
-// queue still accepts changes and the engine retries).
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...func(*engine.Options)) (*sidecar, error) {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+// checked is a config that passed every check `serve` makes before it
+// opens the state file or talks to anyone.
+type checked struct {
+	mapping    *mapping.Config
+	blueprints []port.Blueprint
+	mopts      mapping.Options
+	mapper     *mapping.Mapper
+	limits     limits.Limits
+}
 
+// validateConfig is the one validation `serve` (through build) and `config
+// check` both run, so they cannot disagree: the config's keys (config.Load
+// already validated them; run again for configs built in code), the TLS
+// certificate and key loaded, the mapping file loaded and every jq
+// expression compiled, the blueprints file parsed, and the bounds the
+// server and the catalog client get.
+func validateConfig(cfg *config.Config) (*checked, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckCredentials(); err != nil {
+		return nil, err
+	}
+	if cfg.Server.TLS.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile); err != nil {
+			return nil, fmt.Errorf("key server.tls: load certificate %s and key %s: %w", cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile, err)
+		}
+	}
 	mcfg, blueprints, err := loadMapping(cfg)
 	if err != nil {
 		return nil, err
 	}
+	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), MaxOutputBytes: cfg.Mapping.MaxOutputBytes,
+		MemoryBudget: cfg.Mapping.MemoryBudget, Blueprints: blueprints}
+	mapper, err := mapping.New(mcfg, mopts)
+	if err != nil {
+		return nil, fmt.Errorf("mapping: %w", err)
+	}
+	return &checked{mapping: mcfg, blueprints: blueprints, mopts: mopts, mapper: mapper, limits: cfg.Limits.Bounds().WithDefaults()}, nil
+}
+
+// build checks cfg (validateConfig), opens the state file and wires every
+// part. Blueprint setup talks to Port; a Port that cannot be reached is
+// logged, not fatal (the queue still accepts changes and the engine
+// retries).
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...func(*engine.Options)) (*sidecar, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	chk, err := validateConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mcfg, blueprints, mopts := chk.mapping, chk.blueprints, chk.mopts
 	store, err := state.Open(cfg.State.Path, state.Options{})
 	if err != nil {
 		return nil, err
@@ -54,19 +102,14 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...fu
 	}()
 	pc, err := port.New(port.Config{BaseURL: cfg.Port.BaseURL, ClientID: cfg.Port.ClientID, ClientSecret: cfg.Port.ClientSecret,
 		Version: version.Version, IntegrationIdentifier: cfg.Port.Integration.Identifier, MaxConcurrency: cfg.Port.MaxConcurrency,
-		RequestsPerSecond: cfg.Port.RequestsPerSecond, Logger: log.With("peer", "port"), Metrics: reg})
+		RequestsPerSecond: cfg.Port.RequestsPerSecond, MaxRetryAfter: cfg.Port.MaxRetryAfter.D(), Logger: log.With("peer", "port"), Metrics: reg})
 	if err != nil {
 		return nil, fmt.Errorf("key port: %w", err)
 	}
 	cc, err := catalog.New(catalog.Config{BaseURL: cfg.Backstage.BaseURL, Token: cfg.Backstage.Token, PageSize: cfg.Backstage.PageSize,
-		Logger: log.With("peer", "backstage"), Metrics: reg})
+		Logger: log.With("peer", "backstage"), Metrics: reg, Limits: chk.limits})
 	if err != nil {
 		return nil, fmt.Errorf("key backstage: %w", err)
-	}
-	mopts := mapping.Options{AllowEnv: cfg.Mapping.AllowEnv, Timeout: cfg.Mapping.Timeout.D(), Blueprints: blueprints}
-	mapper, err := mapping.New(mcfg, mopts)
-	if err != nil {
-		return nil, fmt.Errorf("mapping: %w", err)
 	}
 	// Blueprint setup needs Port; it runs when the engine starts, retried
 	// until Port answers, so a Port outage never stops the sidecar from
@@ -82,9 +125,9 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...fu
 		return m, toCreate, err
 	}
 	eopts := engine.Options{
-		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare,
+		Store: store, Catalog: cc, Port: pc, Mapper: chk.mapper, Prepare: prepare,
 		CompileMapping: func(doc []byte) (engine.Mapper, error) {
-			c, err := mapping.Load(doc, "request mapping")
+			c, err := mapping.Load(doc, "mapping_yaml")
 			if err != nil {
 				return nil, err
 			}
@@ -107,8 +150,8 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...fu
 		Version:                      version.Version,
 		Logger:                       log,
 		Registry:                     reg,
-		CatalogURL:                   cfg.Backstage.BaseURL,
-		PortURL:                      cfg.Port.BaseURL,
+		CatalogURL:                   redact.URL(cfg.Backstage.BaseURL),
+		PortURL:                      redact.URL(cfg.Port.BaseURL),
 	}
 	for _, t := range tune {
 		t(&eopts)
@@ -118,7 +161,8 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, tune ...fu
 		return nil, err
 	}
 	ok = true
-	return &sidecar{cfg: cfg, log: log, registry: reg, store: store, port: pc, catalog: cc, engine: eng}, nil
+	return &sidecar{cfg: cfg, log: log, registry: reg, store: store, port: pc, catalog: cc, engine: eng, limits: chk.limits,
+		redactor: redact.New(cfg.Secrets())}, nil
 }
 
 // loadMapping reads the mapping and blueprint files, or the embedded

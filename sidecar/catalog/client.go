@@ -17,9 +17,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portbridge/portbridge/sidecar/limits"
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // Entity is one catalog entity decoded with encoding/json (numbers are
@@ -52,6 +56,17 @@ type Config struct {
 	// RetryWait is the first wait between attempts, doubled each time up to
 	// 5 s; 0 means 200 ms.
 	RetryWait time.Duration
+
+	// Limits bound the entities the client hands out (depth, size,
+	// strings); zero fields get limits.Default's values. An entity over
+	// them is skipped: logged at warn with its ref and the reason, counted
+	// in portbridge_catalog_entities_skipped_total{limit} and in Skipped,
+	// and reported to OnSkip.
+	Limits limits.Limits
+	// OnSkip, when set, is called with the ref of every entity skipped
+	// for the limits and the reason (a caller can keep such entities from
+	// looking deleted).
+	OnSkip func(ref, reason string)
 }
 
 // Client reads one Backstage catalog. It is safe for concurrent use.
@@ -65,19 +80,23 @@ type Client struct {
 	retryWait time.Duration
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	skips     *prometheus.CounterVec
+	limits    limits.Limits
+	onSkip    func(ref, reason string)
+	skipped   atomic.Uint64
 }
 
 // New checks cfg and returns a client.
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.BaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("catalog base URL %q: %w", cfg.BaseURL, err)
+		return nil, fmt.Errorf("catalog base URL %s: %s", redact.Quote(cfg.BaseURL), redact.URL(err.Error()))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("catalog base URL %q: want http(s)://host[:port][/path]", cfg.BaseURL)
+		return nil, fmt.Errorf("catalog base URL %s: want http(s)://host[:port][/path]", redact.Quote(cfg.BaseURL))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("catalog base URL %q: must not have a query or fragment", cfg.BaseURL)
+		return nil, fmt.Errorf("catalog base URL %s: must not have a query or fragment", redact.Quote(cfg.BaseURL))
 	}
 	if strings.ContainsAny(cfg.Token, " \t\r\n") {
 		return nil, fmt.Errorf("catalog token contains whitespace")
@@ -93,6 +112,11 @@ func New(cfg Config) (*Client, error) {
 		log:       cfg.Logger,
 		retries:   cfg.Retries,
 		retryWait: cfg.RetryWait,
+		limits:    cfg.Limits.WithDefaults(),
+		onSkip:    cfg.OnSkip,
+	}
+	if err := c.limits.Validate(); err != nil {
+		return nil, fmt.Errorf("catalog client: %w", err)
 	}
 	if c.pageSize == 0 {
 		c.pageSize = DefaultPageSize
@@ -130,6 +154,17 @@ func (c *Client) registerMetrics(reg prometheus.Registerer) error {
 		Help:    "Latency of Backstage catalog API requests by route.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 	}, []string{"route"})
+	c.skips = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portbridge_catalog_entities_skipped_total",
+		Help: "Catalog entities skipped because they are over an input limit, by the limit's config key.",
+	}, []string{"limit"})
+	if err := reg.Register(c.skips); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("register catalog skip metric: %w", err)
+		}
+		c.skips = are.ExistingCollector.(*prometheus.CounterVec)
+	}
 	if err := reg.Register(c.requests); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {
@@ -155,12 +190,17 @@ type Query struct {
 	// Stats, when set, is filled in as the scan goes: what a caller needs
 	// to prove a scan complete.
 	Stats *ScanStats
+	// OnSkip, when set, is told the ref of every entity skipped for the
+	// input limits, and the scan then ends without the *LimitError it
+	// would otherwise yield last: the caller keeps those refs itself.
+	OnSkip func(ref string)
 }
 
 // ScanStats describes a scan so far.
 type ScanStats struct {
-	Pages int // pages read
-	Items int // entities yielded
+	Pages   int // pages read
+	Items   int // entities yielded
+	Skipped int // entities skipped for the input limits
 	// TotalItems is the catalog's totalItems from the last page read; -1
 	// before the first page.
 	TotalItems int
@@ -180,9 +220,13 @@ type queryPage struct {
 // Entities streams all matching entities page by page; it never holds more
 // than one page. It yields (nil, err) and stops on any failure (HTTP error
 // after retries, malformed page, entity without kind or metadata.name): a
-// failed scan never looks complete.
+// failed scan never looks complete. Whole entities over the limits are
+// skipped (see Config.Limits) and the scan goes on; after the last entity
+// it then yields (nil, *LimitError), so that a caller never takes a skipped
+// entity for a deleted one.
 func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error] {
 	return func(yield func(Entity, error) bool) {
+		var over *LimitError
 		params := url.Values{}
 		params.Set("limit", strconv.Itoa(c.pageSize))
 		for _, f := range q.Filters {
@@ -220,9 +264,19 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 					return
 				}
 				if wholeEntities {
-					if _, err := RefOf(e); err != nil {
+					ref, err := RefOf(e)
+					if err != nil {
 						yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d (uid %v)", page, i, uidOf(e)), Err: err})
 						return
+					}
+					if v := c.limits.CheckEntity(e); v != nil {
+						over = c.skip(ctx, over, ref.String(), e, v, scanRefs)
+						st.Skipped++
+						if q.OnSkip != nil {
+							q.OnSkip(ref.String())
+						}
+						items[i] = nil
+						continue
 					}
 				}
 				items[i] = nil // let the consumer's copy be the only reference
@@ -233,6 +287,9 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 			}
 			if p.PageInfo.NextCursor == "" {
 				st.Ended = true
+				if over != nil && q.OnSkip == nil {
+					yield(nil, over)
+				}
 				return
 			}
 			if len(items) == 0 {
@@ -250,6 +307,45 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 	}
 }
 
+// skip records an entity over the limits: log, metric, counter, callback,
+// and the error the read will report.
+func (c *Client) skip(ctx context.Context, le *LimitError, ref string, e Entity, v *limits.Violation, maxRefs int) *LimitError {
+	reason := v.Error()
+	c.skipped.Add(1)
+	if c.skips != nil {
+		c.skips.WithLabelValues(limitKey(v.Msg)).Inc()
+	}
+	c.log.WarnContext(ctx, "catalog entity skipped: over the input limits", "ref", ref, "uid", uidOf(e), "reason", reason)
+	if c.onSkip != nil {
+		c.onSkip(ref, reason)
+	}
+	if le == nil {
+		le = &LimitError{First: reason}
+	}
+	le.Skipped++
+	if len(le.Refs) < maxRefs {
+		le.Refs = append(le.Refs, ref)
+	}
+	return le
+}
+
+// scanRefs is how many skipped refs a scan's LimitError lists.
+const scanRefs = 100
+
+// limitKey finds the config key a violation names ("limits.maxDepth").
+func limitKey(msg string) string {
+	i := strings.Index(msg, "(limits.")
+	if i < 0 {
+		return "other"
+	}
+	key, _, _ := strings.Cut(msg[i+1:], ")")
+	return key
+}
+
+// Skipped returns how many entities the client has skipped for the limits
+// since it was created.
+func (c *Client) Skipped() uint64 { return c.skipped.Load() }
+
 func uidOf(e Entity) any {
 	if m, ok := e["metadata"].(map[string]any); ok {
 		return m["uid"]
@@ -259,7 +355,10 @@ func uidOf(e Entity) any {
 
 // EntitiesByRefs reads entities by ref in chunks; result[i] is nil when
 // refs[i] does not exist. Refs may be in any form ParseRef accepts with a
-// kind; they are sent in Backstage's canonical lower-case form.
+// kind; they are sent in Backstage's canonical lower-case form. Whole
+// entities over the limits are nil too, and then the error is a
+// *LimitError naming them (the other results are valid): such an entity
+// exists, so a caller must not take it for a deleted one.
 func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []string) ([]Entity, error) {
 	canon := make([]string, len(refs))
 	for i, r := range refs {
@@ -292,6 +391,21 @@ func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []str
 		}
 		out = append(out, *res.Items...)
 	}
+	var over *LimitError
+	if len(fields) == 0 {
+		for i, e := range out {
+			if e == nil {
+				continue
+			}
+			if v := c.limits.CheckEntity(e); v != nil {
+				over = c.skip(ctx, over, canon[i], e, v, len(canon))
+				out[i] = nil
+			}
+		}
+	}
+	if over != nil {
+		return out, over
+	}
 	return out, nil
 }
 
@@ -313,7 +427,7 @@ func (c *Client) EntityByRef(ctx context.Context, ref Ref) (Entity, error) {
 	if e == nil {
 		return nil, &MalformedResponseError{URL: u, Reason: "entity is null"}
 	}
-	return e, nil
+	return c.checkOne(ctx, ref.String(), e)
 }
 
 // EntityByUID reads one entity by metadata.uid. A missing entity gives an
@@ -329,6 +443,18 @@ func (c *Client) EntityByUID(ctx context.Context, uid string) (Entity, error) {
 	}
 	if e == nil {
 		return nil, &MalformedResponseError{URL: u, Reason: "entity is null"}
+	}
+	ref := "uid " + uid
+	if r, err := RefOf(e); err == nil {
+		ref = r.String()
+	}
+	return c.checkOne(ctx, ref, e)
+}
+
+// checkOne returns e, or a *LimitError when it is over the limits.
+func (c *Client) checkOne(ctx context.Context, ref string, e Entity) (Entity, error) {
+	if v := c.limits.CheckEntity(e); v != nil {
+		return nil, c.skip(ctx, nil, ref, e, v, 1)
 	}
 	return e, nil
 }
@@ -402,7 +528,7 @@ type networkError struct {
 }
 
 func (e *networkError) Error() string {
-	return fmt.Sprintf("catalog %s %s: %v", e.method, e.url, e.err)
+	return fmt.Sprintf("catalog %s %s: %s", e.method, redact.URL(e.url), redact.URL(e.err.Error()))
 }
 func (e *networkError) Unwrap() error { return e.err }
 

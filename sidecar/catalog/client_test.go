@@ -3,6 +3,7 @@ package catalog_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 const token = "client-test-token-123456"
@@ -302,4 +304,72 @@ func BenchmarkStream100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(peak>>20), "peak-heap-MiB")
 	b.ReportMetric(0, "ns/op")
+}
+
+// Entities over the input limits are skipped with their ref and reason
+// logged, counted and reported; the scan goes on and ends with a
+// LimitError, so a skipped entity never looks deleted.
+func TestEntitiesOverLimits(t *testing.T) {
+	t.Parallel()
+	emu, url := start(t, 30)
+	var deep any = "bottom"
+	for range 40 {
+		deep = map[string]any{"x": deep}
+	}
+	big := catalog.Entity{"apiVersion": "backstage.io/v1alpha1", "kind": "Component", "metadata": map[string]any{"name": "too-long"},
+		"spec": map[string]any{"type": "service", "owner": "a", "lifecycle": "production", "notes": strings.Repeat("n", 5000)}}
+	nested := catalog.Entity{"apiVersion": "backstage.io/v1alpha1", "kind": "Component", "metadata": map[string]any{"name": "too-deep"},
+		"spec": map[string]any{"type": "service", "owner": "a", "lifecycle": "production", "deep": deep}}
+	if err := emu.Upsert(big, nested); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	reg := prometheus.NewRegistry()
+	var skipped []string
+	c, err := catalog.New(catalog.Config{BaseURL: url, Token: token, PageSize: 7, Metrics: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Limits: limits.Limits{MaxDepth: 20, MaxStringBytes: 4096},
+		OnSkip: func(ref, reason string) { skipped = append(skipped, ref+": "+reason) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := count(t, c, catalog.Query{})
+	var le *catalog.LimitError
+	if !errors.As(err, &le) || le.Skipped != 2 {
+		t.Fatalf("scan ended with %v, want a LimitError for 2 entities", err)
+	}
+	if want := emu.Len() - 2; n != want {
+		t.Fatalf("scan yielded %d entities, want every other one (%d)", n, want)
+	}
+	if c.Skipped() != 2 || len(skipped) != 2 {
+		t.Fatalf("Skipped() = %d, OnSkip got %v", c.Skipped(), skipped)
+	}
+	for _, want := range []string{"component:default/too-long", "limits.maxStringBytes", "component:default/too-deep", "limits.maxDepth"} {
+		if !strings.Contains(strings.Join(skipped, "\n"), want) || !strings.Contains(logs.String(), want) {
+			t.Errorf("%q missing from the skips %v or the log:\n%s", want, skipped, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), strings.Repeat("n", 100)) {
+		t.Errorf("the log quotes the whole value")
+	}
+	mfs, _ := reg.Gather()
+	var metric float64
+	for _, mf := range mfs {
+		if mf.GetName() == "portbridge_catalog_entities_skipped_total" {
+			for _, m := range mf.GetMetric() {
+				metric += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if metric != 2 {
+		t.Errorf("skip metric = %v", metric)
+	}
+	// A read by ref returns the others and says which are over.
+	got, err := c.EntitiesByRefs(context.Background(), []string{"component:default/too-long", emu.Refs()[0], "component:default/nope"}, nil)
+	if !errors.As(err, &le) || len(got) != 3 || got[0] != nil || got[1] == nil || got[2] != nil || le.Refs[0] != "component:default/too-long" {
+		t.Fatalf("EntitiesByRefs = %v, %v", got, err)
+	}
+	if _, err := c.EntityByRef(context.Background(), catalog.Ref{Kind: "component", Namespace: "default", Name: "too-deep"}); !errors.As(err, &le) {
+		t.Fatalf("EntityByRef: %v", err)
+	}
 }

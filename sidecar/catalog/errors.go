@@ -3,6 +3,8 @@ package catalog
 import (
 	"errors"
 	"fmt"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // ErrNotReady is wrapped by errors for answers that mean "the catalog is
@@ -30,7 +32,7 @@ func (e *APIError) Error() string {
 	if msg == "" {
 		msg = "no error body"
 	}
-	return fmt.Sprintf("catalog %s %s: %d %s: %s", e.Method, e.URL, e.StatusCode, name, msg)
+	return fmt.Sprintf("catalog %s %s: %d %s: %s", e.Method, redact.URL(e.URL), e.StatusCode, name, msg)
 }
 
 // Unwrap lets errors.Is(err, ErrNotReady) match not-ready answers.
@@ -56,9 +58,9 @@ type MalformedResponseError struct {
 
 func (e *MalformedResponseError) Error() string {
 	if e.Err != nil {
-		return fmt.Sprintf("catalog %s: malformed response: %s: %v", e.URL, e.Reason, e.Err)
+		return fmt.Sprintf("catalog %s: malformed response: %s: %v", redact.URL(e.URL), e.Reason, e.Err)
 	}
-	return fmt.Sprintf("catalog %s: malformed response: %s", e.URL, e.Reason)
+	return fmt.Sprintf("catalog %s: malformed response: %s", redact.URL(e.URL), e.Reason)
 }
 
 func (e *MalformedResponseError) Unwrap() error { return e.Err }
@@ -79,3 +81,28 @@ func IsUnauthorized(err error) bool {
 
 // IsNotReady reports whether err means the catalog is starting or stopping.
 func IsNotReady(err error) bool { return errors.Is(err, ErrNotReady) }
+
+// LimitError reports catalog entities over the input limits (package
+// limits). A scan skips them and ends with a LimitError after every other
+// entity, so it never looks complete; a read by ref returns the other
+// entities and nil for these, with the error.
+type LimitError struct {
+	// Refs are the entities over the limits: all of them for a read by
+	// ref, the first 100 for a scan.
+	Refs []string
+	// Skipped counts them all.
+	Skipped int
+	// First says which bound the first one broke, and where.
+	First string
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%d catalog entities are over the input limits and were skipped (first %s: %s)", e.Skipped, firstOr(e.Refs, "?"), e.First)
+}
+
+func firstOr(s []string, def string) string {
+	if len(s) == 0 {
+		return def
+	}
+	return s[0]
+}

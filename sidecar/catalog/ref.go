@@ -3,6 +3,8 @@ package catalog
 import (
 	"fmt"
 	"strings"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // Ref is a parsed Backstage entity reference. Fields are lower-cased, as
@@ -34,7 +36,7 @@ func ParseRef(s, defaultKind string) (Ref, error) {
 		kind = rest[:i]
 		rest = rest[i+1:]
 		if kind == "" {
-			return Ref{}, fmt.Errorf("entity ref %q: empty kind before ':'", s)
+			return Ref{}, fmt.Errorf("entity ref %s: empty kind before ':'", redact.Quote(s))
 		}
 	}
 	ns := DefaultNamespace
@@ -42,17 +44,17 @@ func ParseRef(s, defaultKind string) (Ref, error) {
 		ns = rest[:i]
 		rest = rest[i+1:]
 		if ns == "" {
-			return Ref{}, fmt.Errorf("entity ref %q: empty namespace before '/'", s)
+			return Ref{}, fmt.Errorf("entity ref %s: empty namespace before '/'", redact.Quote(s))
 		}
 	}
 	if rest == "" {
-		return Ref{}, fmt.Errorf("entity ref %q: empty name", s)
+		return Ref{}, fmt.Errorf("entity ref %s: empty name", redact.Quote(s))
 	}
 	if strings.ContainsAny(rest, ":/") {
-		return Ref{}, fmt.Errorf("entity ref %q: name contains ':' or '/'", s)
+		return Ref{}, fmt.Errorf("entity ref %s: name contains ':' or '/'", redact.Quote(s))
 	}
 	if kind == "" {
-		return Ref{}, fmt.Errorf("entity ref %q: no kind and none implied", s)
+		return Ref{}, fmt.Errorf("entity ref %s: no kind and none implied", redact.Quote(s))
 	}
 	return Ref{Kind: strings.ToLower(kind), Namespace: strings.ToLower(ns), Name: strings.ToLower(rest)}, nil
 }
@@ -62,7 +64,7 @@ func ParseCanonicalRef(s string) (Ref, error) {
 	i := strings.IndexByte(s, ':')
 	j := strings.IndexByte(s, '/')
 	if i <= 0 || j < i+2 || j == len(s)-1 {
-		return Ref{}, fmt.Errorf("entity ref %q is not of the form kind:namespace/name", s)
+		return Ref{}, fmt.Errorf("entity ref %s is not of the form kind:namespace/name", redact.Quote(s))
 	}
 	return ParseRef(s, "")
 }
@@ -76,11 +78,11 @@ func RefOf(entity map[string]any) (Ref, error) {
 	}
 	meta, _ := entity["metadata"].(map[string]any)
 	if meta == nil {
-		return Ref{}, fmt.Errorf("entity of kind %q has no metadata", kind)
+		return Ref{}, fmt.Errorf("entity of kind %s has no metadata", redact.Quote(kind))
 	}
 	name, _ := meta["name"].(string)
 	if name == "" {
-		return Ref{}, fmt.Errorf("entity of kind %q has no metadata.name", kind)
+		return Ref{}, fmt.Errorf("entity of kind %s has no metadata.name", redact.Quote(kind))
 	}
 	ns, _ := meta["namespace"].(string)
 	if ns == "" {

@@ -18,7 +18,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/portbridge/portbridge/sidecar/limits"
 	"github.com/portbridge/portbridge/sidecar/port"
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // Config is the whole configuration. Field tags: `yaml` is the key, `desc`
@@ -32,6 +34,7 @@ type Config struct {
 	Mapping   Mapping   `yaml:"mapping"`
 	Sync      Sync      `yaml:"sync"`
 	Log       Log       `yaml:"log"`
+	Limits    Limits    `yaml:"limits"`
 
 	// File is the path the config was read from ("" for defaults only).
 	File string `yaml:"-"`
@@ -71,6 +74,7 @@ type Port struct {
 	ClientSecret      string      `yaml:"clientSecret" secret:"true" desc:"Port client secret"`
 	MaxConcurrency    int         `yaml:"maxConcurrency" desc:"most Port requests in flight at once"`
 	RequestsPerSecond float64     `yaml:"requestsPerSecond" desc:"client-side cap on Port requests per second (0: only Port's rate-limit headers)"`
+	MaxRetryAfter     Duration    `yaml:"maxRetryAfter" desc:"longest pause a Retry-After or x-ratelimit-reset from Port may impose (longer ones are capped)"`
 	Integration       Integration `yaml:"integration"`
 }
 
@@ -86,6 +90,35 @@ type Mapping struct {
 	InitializePortResources bool     `yaml:"initializePortResources" desc:"create missing blueprints at start (never changes existing ones)"`
 	AllowEnv                bool     `yaml:"allowEnv" desc:"let jq mappings read environment variables ($ENV, env)"`
 	Timeout                 Duration `yaml:"timeout" desc:"jq time limit per entity"`
+	MaxOutputBytes          int      `yaml:"maxOutputBytes" desc:"largest mapped Port entity as JSON, in bytes (checked before it is encoded)"`
+	MemoryBudget            int64    `yaml:"memoryBudget" desc:"memory jq may use per entity, in bytes (checked while it runs)"`
+}
+
+// Limits bound the input the sidecar accepts (see package limits; the keys
+// are the limits.Key* constants).
+type Limits struct {
+	MaxDepth              int `yaml:"maxDepth" desc:"deepest nesting of objects and arrays in an entity (the entity is level 1; at most 1000)"`
+	MaxEntityBytes        int `yaml:"maxEntityBytes" desc:"largest entity as JSON, in bytes"`
+	MaxStringBytes        int `yaml:"maxStringBytes" desc:"longest string (or object key) in an entity, in bytes"`
+	MaxMetadataFieldBytes int `yaml:"maxMetadataFieldBytes" desc:"largest field of an entity's metadata as JSON, in bytes"`
+	MaxChangesPerBatch    int `yaml:"maxChangesPerBatch" desc:"most changes in one PublishChanges request or StreamChanges message"`
+	MaxSourceBytes        int `yaml:"maxSourceBytes" desc:"longest source (publisher name) of a batch, in bytes"`
+	MaxReasonBytes        int `yaml:"maxReasonBytes" desc:"longest TriggerResync reason, in bytes"`
+	MaxRefBytes           int `yaml:"maxRefBytes" desc:"longest entity_ref, uid and etag, in bytes"`
+	MaxMappingYAMLBytes   int `yaml:"maxMappingYamlBytes" desc:"largest mapping_yaml a PreviewMapping request may bring, in bytes"`
+}
+
+// Bounds returns the limits as package limits uses them.
+func (l Limits) Bounds() limits.Limits {
+	return limits.Limits{MaxDepth: l.MaxDepth, MaxEntityBytes: l.MaxEntityBytes, MaxStringBytes: l.MaxStringBytes,
+		MaxMetadataFieldBytes: l.MaxMetadataFieldBytes, MaxChangesPerBatch: l.MaxChangesPerBatch, MaxSourceBytes: l.MaxSourceBytes,
+		MaxReasonBytes: l.MaxReasonBytes, MaxRefBytes: l.MaxRefBytes, MaxMappingYAMLBytes: l.MaxMappingYAMLBytes}
+}
+
+func limitsFrom(l limits.Limits) Limits {
+	return Limits{MaxDepth: l.MaxDepth, MaxEntityBytes: l.MaxEntityBytes, MaxStringBytes: l.MaxStringBytes,
+		MaxMetadataFieldBytes: l.MaxMetadataFieldBytes, MaxChangesPerBatch: l.MaxChangesPerBatch, MaxSourceBytes: l.MaxSourceBytes,
+		MaxReasonBytes: l.MaxReasonBytes, MaxRefBytes: l.MaxRefBytes, MaxMappingYAMLBytes: l.MaxMappingYAMLBytes}
 }
 
 // Sync configures the engine.
@@ -113,7 +146,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 30s or 1h", n.Line, n.Value)
+		return fmt.Errorf("line %d: %s is not a duration like 30s or 1h", n.Line, redact.Quote(n.Value))
 	}
 	*d = Duration(v)
 	return nil
@@ -131,13 +164,21 @@ func Default() Config {
 		Server:    Server{Listen: ":8080", MaxRequestBytes: 8 << 20},
 		State:     State{Path: "/var/lib/portbridge/state.db"},
 		Backstage: Backstage{BaseURL: "http://localhost:7007", PageSize: 500},
-		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, Integration: Integration{Identifier: port.DefaultIntegrationIdentifier}},
-		Mapping:   Mapping{InitializePortResources: true, Timeout: Duration(time.Second)},
+		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, MaxRetryAfter: Duration(DefaultMaxRetryAfter), Integration: Integration{Identifier: port.DefaultIntegrationIdentifier}},
+		Mapping: Mapping{InitializePortResources: true, Timeout: Duration(time.Second), MaxOutputBytes: 1 << 20,
+			MemoryBudget: 32 << 20},
 		Sync: Sync{Policy: "sync", ResyncInterval: Duration(time.Hour), ResyncOnStart: true, VerifyInterval: Duration(24 * time.Hour),
 			DeleteGracePeriod: Duration(30 * time.Second), DeletionWindow: Duration(10 * time.Minute), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
-		Log: Log{Level: "info", Format: "json"},
+		Log:    Log{Level: "info", Format: "json"},
+		Limits: limitsFrom(limits.Default()),
 	}
 }
+
+// DefaultMaxRetryAfter is port.maxRetryAfter's default: Port's rate-limit
+// window is five minutes, so a longer pause is never needed to let the
+// window reset, and Port's own integration (Ocean) waits at most five
+// minutes between retries too.
+const DefaultMaxRetryAfter = 5 * time.Minute
 
 // EnvPrefix starts every override variable.
 const EnvPrefix = "PORTBRIDGE_"
@@ -174,62 +215,139 @@ var varRef = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}
 func decode(data []byte, file string, getenv func(string) string, cfg *Config) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return fmt.Errorf("config %s: %w", file, err)
+		return fmt.Errorf("config %s: %s", file, hideValues(err.Error()))
 	}
 	if len(root.Content) == 0 {
 		return nil
 	}
 	var missing []string
-	substitute(&root, getenv, &missing)
+	substituted := map[*yaml.Node]bool{}
+	substitute(&root, getenv, &missing, substituted)
 	if len(missing) > 0 {
 		return fmt.Errorf("config %s: %s", file, strings.Join(missing, "; "))
 	}
 	doc := root.Content[0]
-	if err := checkKnown(doc, reflect.TypeOf(Config{}), ""); err != nil {
+	c := checker{substituted: substituted}
+	if err := c.check(doc, reflect.TypeOf(Config{}), "", false); err != nil {
 		return fmt.Errorf("config %s: %w", file, err)
 	}
 	if err := doc.Decode(cfg); err != nil {
-		return fmt.Errorf("config %s: %s", file, strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
+		// check should have found it; never show what yaml quotes.
+		return fmt.Errorf("config %s: %s", file, hideValues(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  ")))
 	}
 	return nil
 }
 
-// checkKnown rejects keys that the struct type t does not have, naming the
-// line and the dotted key.
-func checkKnown(n *yaml.Node, t reflect.Type, prefix string) error {
-	if n.Kind != yaml.MappingNode || t.Kind() != reflect.Struct || t == reflect.TypeOf(Duration(0)) {
-		if t.Kind() == reflect.Struct && t != reflect.TypeOf(Duration(0)) && n.Kind != yaml.MappingNode && n.Tag != "!!null" {
-			return fmt.Errorf("line %d: key %s must be a mapping", n.Line, strings.TrimPrefix(prefix, "."))
-		}
-		return nil
+// quotedValue is how yaml quotes a value in its errors.
+var quotedValue = regexp.MustCompile("`[^`]*`")
+
+// hideValues removes the values yaml quotes in an error message: one may
+// be a secret.
+func hideValues(msg string) string { return quotedValue.ReplaceAllString(msg, "(value not shown)") }
+
+var durationType = reflect.TypeOf(Duration(0))
+
+// checker checks a YAML document against the Config type before it is
+// decoded, so that every error names the line and the dotted key and never
+// shows a secret: the values of secret keys, of aliases and of ${VAR}
+// substitutions are never quoted, others at most as a short prefix.
+type checker struct {
+	substituted map[*yaml.Node]bool
+}
+
+func (c checker) check(n *yaml.Node, t reflect.Type, prefix string, secret bool) error {
+	key := strings.TrimPrefix(prefix, ".")
+	alias := false
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n, alias = n.Alias, true
 	}
-	fields := map[string]reflect.Type{}
+	if t.Kind() != reflect.Struct || t == durationType {
+		return c.leaf(n, t, key, secret || alias || c.substituted[n])
+	}
+	if n.Kind != yaml.MappingNode {
+		if n.Tag == "!!null" {
+			return nil
+		}
+		return fmt.Errorf("line %d: key %s must be a mapping", n.Line, key)
+	}
+	fields := map[string]reflect.StructField{}
 	for i := range t.NumField() {
 		if tag := t.Field(i).Tag.Get("yaml"); tag != "" && tag != "-" {
-			fields[tag] = t.Field(i).Type
+			fields[tag] = t.Field(i)
 		}
 	}
 	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i]
-		key := prefix + "." + k.Value
-		ft, ok := fields[k.Value]
+		full := prefix + "." + k.Value
+		f, ok := fields[k.Value]
 		if !ok {
-			errs = append(errs, fmt.Errorf("line %d: unknown key %s", k.Line, strings.TrimPrefix(key, ".")))
+			errs = append(errs, fmt.Errorf("line %d: unknown key %s", k.Line, shortKey(strings.TrimPrefix(full, "."))))
 			continue
 		}
-		if err := checkKnown(n.Content[i+1], ft, key); err != nil {
+		if err := c.check(n.Content[i+1], f.Type, full, f.Tag.Get("secret") == "true"); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// leaf checks that a value can be decoded into a field of type t.
+func (c checker) leaf(n *yaml.Node, t reflect.Type, key string, hidden bool) error {
+	want := typeWord(t)
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: key %s must be %s, not a %s", n.Line, key, want, kindWord(n.Kind))
+	}
+	if n.Tag == "!!null" {
+		return nil
+	}
+	if err := n.Decode(reflect.New(t).Interface()); err != nil {
+		if hidden {
+			return fmt.Errorf("line %d: key %s must be %s (the value is not shown: it may be secret)", n.Line, key, want)
+		}
+		return fmt.Errorf("line %d: key %s must be %s, got %s", n.Line, key, want, redact.Quote(n.Value))
+	}
+	return nil
+}
+
+// shortKey cuts a key from the file (it could be anything) for a message.
+func shortKey(k string) string {
+	if len(k) > 100 {
+		return k[:100] + "…"
+	}
+	return k
+}
+
+func typeWord(t reflect.Type) string {
+	switch {
+	case t == durationType:
+		return "a duration like 30s or 1h"
+	case t.Kind() == reflect.String:
+		return "a string"
+	case t.Kind() == reflect.Bool:
+		return "true or false"
+	case t.Kind() == reflect.Float64:
+		return "a number"
+	}
+	return "an integer"
+}
+
+func kindWord(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "document"
+}
+
 // substitute replaces ${VAR} and ${VAR:-default} in scalar values; "$$"
 // escapes a dollar sign. A reference to an unset variable without a default
 // is an error naming the line.
-func substitute(n *yaml.Node, getenv func(string) string, missing *[]string) {
+func substitute(n *yaml.Node, getenv func(string) string, missing *[]string, substituted map[*yaml.Node]bool) {
 	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+		substituted[n] = true
 		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
 			if m == "$$" {
 				return "$"
@@ -252,7 +370,7 @@ func substitute(n *yaml.Node, getenv func(string) string, missing *[]string) {
 		n.Tag = ""
 	}
 	for _, c := range n.Content {
-		substitute(c, getenv, missing)
+		substitute(c, getenv, missing, substituted)
 	}
 }
 
@@ -340,7 +458,7 @@ func setValue(v reflect.Value, raw string) error {
 	if _, ok := v.Interface().(Duration); ok {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
-			return fmt.Errorf("%q is not a duration like 30s or 1h", raw)
+			return fmt.Errorf("%s is not a duration like 30s or 1h", redact.Quote(raw))
 		}
 		v.SetInt(int64(d))
 		return nil
@@ -351,19 +469,19 @@ func setValue(v reflect.Value, raw string) error {
 	case reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			return fmt.Errorf("%q is not true or false", raw)
+			return fmt.Errorf("%s is not true or false", redact.Quote(raw))
 		}
 		v.SetBool(b)
 	case reflect.Int, reflect.Int64:
 		n, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
-			return fmt.Errorf("%q is not an integer", raw)
+			return fmt.Errorf("%s is not an integer", redact.Quote(raw))
 		}
 		v.SetInt(n)
 	case reflect.Float64:
 		n, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
-			return fmt.Errorf("%q is not a number", raw)
+			return fmt.Errorf("%s is not a number", redact.Quote(raw))
 		}
 		v.SetFloat(n)
 	default:
@@ -383,6 +501,22 @@ func (c *Config) Secrets() []string {
 	return out
 }
 
+// CheckCredentials reports missing Port credentials: serve, sync and
+// config check need both; tools that only read (map, blueprints suggest
+// without --apply) do not.
+func (c *Config) CheckCredentials() error {
+	switch {
+	case c.Port.ClientID == "" && c.Port.ClientSecret == "":
+		return fmt.Errorf("key port.clientId: port.clientId and port.clientSecret must be set (env %s, %s): the sidecar cannot write to Port without them",
+			envName("port.clientId"), envName("port.clientSecret"))
+	case c.Port.ClientID == "":
+		return fmt.Errorf("key port.clientId: must be set with port.clientSecret (env %s)", envName("port.clientId"))
+	case c.Port.ClientSecret == "":
+		return fmt.Errorf("key port.clientSecret: must be set with port.clientId (env %s)", envName("port.clientSecret"))
+	}
+	return nil
+}
+
 // Validate checks every key and returns all problems at once, each naming
 // its key.
 func (c *Config) Validate() error {
@@ -397,7 +531,7 @@ func (c *Config) Validate() error {
 		if !c.Server.AllowNoAuth {
 			bad("server.token", "must be set (env %s); an empty token needs server.allowNoAuth: true and a loopback listen address", envName("server.token"))
 		} else if !IsLoopback(c.Server.Listen) {
-			bad("server.allowNoAuth", "an empty token is only allowed when server.listen is a loopback address, not %q", c.Server.Listen)
+			bad("server.allowNoAuth", "an empty token is only allowed when server.listen is a loopback address, not %s", redact.Quote(c.Server.Listen))
 		}
 	}
 	if (c.Server.TLS.CertFile == "") != (c.Server.TLS.KeyFile == "") {
@@ -409,10 +543,24 @@ func (c *Config) Validate() error {
 	if c.State.Path == "" {
 		bad("state.path", "must be set")
 	}
+	// Secrets and credentials often come from mounted files, whose trailing
+	// newline would make every request fail with an unclear 401.
+	for _, f := range []struct{ key, v string }{{"server.token", c.Server.Token}, {"backstage.token", c.Backstage.Token},
+		{"port.clientId", c.Port.ClientID}, {"port.clientSecret", c.Port.ClientSecret}} {
+		if strings.TrimSpace(f.v) != f.v {
+			bad(f.key, "has leading or trailing whitespace (a newline at the end of a secret file?); remove it")
+		}
+	}
+	if strings.TrimSpace(c.Backstage.Token) == c.Backstage.Token && strings.ContainsAny(c.Backstage.Token, " \t\r\n") {
+		bad("backstage.token", "contains whitespace; a bearer token cannot")
+	}
 	checkURL := func(key, s string) {
 		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(key, "%q is not an http(s) URL", s)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad(key, "%s is not an http(s) URL", redact.Quote(s))
+		case u.RawQuery != "" || u.Fragment != "":
+			bad(key, "%s must not have a query or fragment", redact.Quote(s))
 		}
 	}
 	checkURL("backstage.baseUrl", c.Backstage.BaseURL)
@@ -429,16 +577,30 @@ func (c *Config) Validate() error {
 	if err := port.ValidateIntegrationIdentifier(c.Port.Integration.Identifier); err != nil {
 		bad("port.integration.identifier", "%v", err)
 	}
-	if (c.Port.ClientID == "") != (c.Port.ClientSecret == "") {
-		bad("port.clientId", "clientId and clientSecret must be set together")
+	if err := c.CheckCredentials(); err != nil && (c.Port.ClientID != "" || c.Port.ClientSecret != "") {
+		// Half of a pair is always a mistake; none at all is one only for
+		// the commands that write to Port (CheckCredentials).
+		errs = append(errs, err)
+	}
+	if d := c.Port.MaxRetryAfter.D(); d < time.Second || d > 24*time.Hour {
+		bad("port.maxRetryAfter", "must be between 1s and 24h, got %s", d)
 	}
 	if c.Mapping.Timeout.D() <= 0 {
 		bad("mapping.timeout", "must be positive")
 	}
+	if c.Mapping.MaxOutputBytes < 1024 || c.Mapping.MaxOutputBytes > 64<<20 {
+		bad("mapping.maxOutputBytes", "must be between 1024 and 67108864 (64 MiB), got %d", c.Mapping.MaxOutputBytes)
+	}
+	if c.Mapping.MemoryBudget < 1<<20 || c.Mapping.MemoryBudget > 4<<30 {
+		bad("mapping.memoryBudget", "must be between 1048576 (1 MiB) and 4294967296 (4 GiB), got %d", c.Mapping.MemoryBudget)
+	}
+	if err := c.Limits.Bounds().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.Sync.Policy {
 	case "sync", "upsert-only", "create-only":
 	default:
-		bad("sync.policy", "%q is not one of sync, upsert-only, create-only", c.Sync.Policy)
+		bad("sync.policy", "%s is not one of sync, upsert-only, create-only", redact.Quote(c.Sync.Policy))
 	}
 	for key, d := range map[string]Duration{"sync.resyncInterval": c.Sync.ResyncInterval, "sync.verifyInterval": c.Sync.VerifyInterval, "sync.deleteGracePeriod": c.Sync.DeleteGracePeriod} {
 		if d < 0 {
@@ -457,12 +619,12 @@ func (c *Config) Validate() error {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+		bad("log.level", "%s is not one of debug, info, warn, error", redact.Quote(c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
-		bad("log.format", "%q is not json or text", c.Log.Format)
+		bad("log.format", "%s is not json or text", redact.Quote(c.Log.Format))
 	}
 	return errors.Join(errs...)
 }

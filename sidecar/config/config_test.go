@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portbridge/portbridge/sidecar/limits"
 )
 
 func env(m map[string]string) func(string) string {
@@ -89,7 +91,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown section", "sever:\n  token: x\n", nil, []string{"line 1", "unknown key sever"}},
 		{"invalid yaml", "server: [\n", nil, []string{"portbridge.yaml", "yaml"}},
 		{"bad type", "server:\n  token: x\n  maxRequestBytes: lots\n", nil, []string{"line 3", "lots"}},
-		{"bad duration", "server:\n  token: x\nsync:\n  resyncInterval: soon\n", nil, []string{"line 4", "not a duration"}},
+		{"bad duration", "server:\n  token: x\nsync:\n  resyncInterval: soon\n", nil, []string{"line 4", "key sync.resyncInterval must be a duration like 30s or 1h, got \"soon\""}},
 		{"missing env var", "server:\n  token: ${NOPE}\n", nil, []string{"line 2", "NOPE is not set"}},
 		{"no token", "server:\n  listen: :8080\n", nil, []string{"key server.token", "PORTBRIDGE_SERVER_TOKEN"}},
 		{"no auth off loopback", "server:\n  listen: :8080\n  allowNoAuth: true\n", nil, []string{"key server.allowNoAuth", "loopback"}},
@@ -133,7 +135,8 @@ func TestSecretsNeverInErrors(t *testing.T) {
 
 func TestEnvOnlyAndFields(t *testing.T) {
 	t.Parallel()
-	cfg, err := Load("", env(map[string]string{"PORTBRIDGE_SERVER_TOKEN": "t", "PORTBRIDGE_SERVER_ALLOW_NO_AUTH": "true"}))
+	cfg, err := Load("", env(map[string]string{"PORTBRIDGE_SERVER_TOKEN": "t", "PORTBRIDGE_SERVER_ALLOW_NO_AUTH": "true",
+		"PORTBRIDGE_PORT_CLIENT_ID": "id", "PORTBRIDGE_PORT_CLIENT_SECRET": "secret"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,11 +163,126 @@ func TestEnvOnlyAndFields(t *testing.T) {
 	}
 }
 
+// yamlAt writes value at a dotted key ("port.clientSecret") as YAML.
+func yamlAt(key, value string) string {
+	parts := strings.Split(key, ".")
+	var b strings.Builder
+	for i, p := range parts {
+		b.WriteString(strings.Repeat("  ", i) + p + ":")
+		if i < len(parts)-1 {
+			b.WriteString("\n")
+		}
+	}
+	return b.String() + " " + value + "\n"
+}
+
+// Issue 13: a YAML type error echoed a secret value. No error shows the
+// value of a secret key, whatever is wrong with it, nor a value reached
+// through an alias or a ${VAR}.
+func TestSecretsNeverInTypeErrors(t *testing.T) {
+	t.Parallel()
+	def := Default()
+	const secret = "s3cret-VALUE-42"
+	for _, f := range Fields(&def) {
+		if !f.Secret {
+			continue
+		}
+		for _, v := range []string{"!!int " + secret, "!!float " + secret, "!!bool " + secret, "!!timestamp " + secret, "!!binary " + secret,
+			"[" + secret + "]", "{a: " + secret + "}", "&s " + secret + "\nsync:\n  workers: *s", "&s " + secret + "\nsync:\n  flushInterval: *s"} {
+			// The subtest's name is in its temporary directory: no secret in it.
+			t.Run(f.Key+" "+strings.ReplaceAll(v, secret, "SECRET"), func(t *testing.T) {
+				t.Parallel()
+				body := yamlAt(f.Key, v)
+				if f.Key != "server.token" {
+					body += "server:\n  token: tok-123456\n"
+				}
+				_, err := Load(write(t, body), env(nil))
+				if err == nil {
+					t.Fatalf("no error for\n%s", body)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("error shows the secret: %v", err)
+				}
+			})
+		}
+	}
+	// A secret substituted into a key of another type.
+	_, err := Load(write(t, "server:\n  token: t\n  maxRequestBytes: ${TOKEN}\n"), env(map[string]string{"TOKEN": secret}))
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "server.maxRequestBytes") {
+		t.Fatalf("substituted: %v", err)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	t.Parallel()
+	base := "port:\n  clientId: id\n  clientSecret: sec\n"
+	tests := []struct{ name, body, want string }{
+		{"token with a newline", "server:\n  token: \"tok-123\\n\"\n" + base, "key server.token: has leading or trailing whitespace"},
+		{"token with spaces", "server:\n  token: \" tok-123\"\n" + base, "key server.token: has leading or trailing whitespace"},
+		{"catalog token with a space inside", "server:\n  token: t\nbackstage:\n  token: \"a b\"\n" + base, "key backstage.token: contains whitespace"},
+		{"client secret with a newline", "server:\n  token: t\nport:\n  clientId: id\n  clientSecret: \"sec\\n\"\n", "key port.clientSecret: has leading or trailing whitespace"},
+		{"only a client id", "server:\n  token: t\nport:\n  clientId: id\n", "key port.clientSecret: must be set"},
+		{"URL with user info", "server:\n  token: t\nbackstage:\n  baseUrl: \"https://user:pa55word@backstage?x=1\"\n" + base, "must not have a query"},
+		{"long value", "server:\n  token: t\nlog:\n  level: " + strings.Repeat("v", 1<<20) + "\n" + base, "key log.level: \"vvvv"},
+		{"limit over its ceiling", "server:\n  token: t\nlimits:\n  maxDepth: 5000\n" + base, "key limits.maxDepth: must be at most 1000"},
+		{"budget too small", "server:\n  token: t\nmapping:\n  memoryBudget: 1000\n" + base, "key mapping.memoryBudget"},
+		{"retry-after cap zero", "server:\n  token: t\nport:\n  clientId: id\n  clientSecret: sec\n  maxRetryAfter: 0s\n", "key port.maxRetryAfter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Load(write(t, tt.body), env(nil))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "pa55word") || len(err.Error()) > 2000 {
+				t.Fatalf("error shows too much: %.300s", err)
+			}
+		})
+	}
+}
+
+// Every input limit has its config key.
+func TestLimitKeys(t *testing.T) {
+	t.Parallel()
+	def := Default()
+	keys := map[string]bool{}
+	for _, f := range Fields(&def) {
+		keys[f.Key] = true
+	}
+	for _, k := range []string{limits.KeyMaxDepth, limits.KeyMaxEntityBytes, limits.KeyMaxStringBytes, limits.KeyMaxMetadataFieldBytes,
+		limits.KeyMaxChangesPerBatch, limits.KeyMaxSourceBytes, limits.KeyMaxReasonBytes, limits.KeyMaxRefBytes, limits.KeyMaxMappingYAMLBytes} {
+		if !keys[k] {
+			t.Errorf("no config key %s", k)
+		}
+	}
+	if def.Limits.Bounds() != limits.Default() {
+		t.Errorf("default limits %+v, want %+v", def.Limits.Bounds(), limits.Default())
+	}
+}
+
 func TestIsLoopback(t *testing.T) {
 	t.Parallel()
 	for addr, want := range map[string]bool{"127.0.0.1:80": true, "[::1]:80": true, "localhost:1": true, ":8080": false, "0.0.0.0:80": false, "10.0.0.1:80": false, "junk": false} {
 		if IsLoopback(addr) != want {
 			t.Errorf("IsLoopback(%q) != %v", addr, want)
 		}
+	}
+}
+
+// Missing Port credentials are a config error for the commands that write
+// to Port (CheckCredentials), not for loading a config.
+func TestCheckCredentials(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(write(t, "server:\n  token: t\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.CheckCredentials(); err == nil || !strings.Contains(err.Error(), "key port.clientId: port.clientId and port.clientSecret must be set") {
+		t.Fatalf("no credentials: %v", err)
+	}
+	cfg.Port.ClientID, cfg.Port.ClientSecret = "id", "sec"
+	if err := cfg.CheckCredentials(); err != nil {
+		t.Fatal(err)
 	}
 }

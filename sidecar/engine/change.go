@@ -301,6 +301,12 @@ func (e *Engine) countMapping(ref string, res mapping.Result) {
 	if len(res.Skipped) > 0 {
 		e.metrics.mappingSkips.WithLabelValues(kind).Add(float64(len(res.Skipped)))
 	}
+	// Every skip (time or memory budget, output size, identifier,
+	// blueprint, selector) is logged with the entity and the reason; the
+	// process logger rate-limits repeated messages.
+	for _, s := range res.Skipped {
+		e.log.Warn("mapping skipped an entity", "ref", ref, "kind", kind, "resource", s.ResourceIndex, "field", s.Field, "reason", s.Message)
+	}
 }
 
 // kindOf returns the kind of a canonical ref.

@@ -65,7 +65,14 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	receivedBefore := e.received()
 	var scanErr error
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
-	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{Stats: &stats}) {
+	// An entity over the input limits is skipped by the catalog client:
+	// what it owns is kept, and it counts as read for the completeness
+	// proof.
+	onSkip := func(ref string) {
+		sc.keepRef(ref)
+		rep.count(kindOf(ref), Counts{Seen: 1, Skipped: 1})
+	}
+	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{Stats: &stats, OnSkip: onSkip}) {
 		if err != nil {
 			scanErr = err
 			break
@@ -98,7 +105,7 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	}
 	sc.refsWG.Wait()
 
-	proof := plan.ScanProof{Seen: stats.Items, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
+	proof := plan.ScanProof{Seen: stats.Items + stats.Skipped, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
 	if scanErr != nil {
 		rep.skipDeletions("the catalog scan did not complete: " + scanErr.Error())
 		return fmt.Errorf("catalog scan: %w", scanErr)

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 
 	"github.com/itchyny/gojq"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // A resource's mapping is compiled into one jq program that evaluates the
@@ -81,11 +84,12 @@ type compiled struct {
 }
 
 func compilerOptions(allowEnv bool) []gojq.CompilerOption {
+	opts := budgetOptions()
 	if allowEnv {
-		return []gojq.CompilerOption{gojq.WithEnvironLoader(os.Environ)}
+		opts = append(opts, gojq.WithEnvironLoader(os.Environ))
 	}
 	// Without an environ loader gojq binds $ENV and env to {}.
-	return nil
+	return opts
 }
 
 // compileResource checks every expression of r on its own (so errors name the
@@ -245,13 +249,29 @@ func resourceBody(slots []slot) string {
 	return b.String()
 }
 
+// compileSource compiles a program to run on an entity: the memory guards
+// of the builtins it uses (budgetPrelude) come first, and its operators are
+// rewritten to reach them.
 func compileSource(src string, opts []gojq.CompilerOption) (*gojq.Code, error) {
 	q, err := gojq.Parse(src)
 	if err != nil {
 		return nil, err
 	}
+	used := map[string]bool{}
+	usedNames(reflect.ValueOf(q), used)
+	if guards := budgetPrelude(used); guards != "" {
+		pq, err := gojq.Parse(guards + ".")
+		if err != nil {
+			return nil, fmt.Errorf("internal error in the memory guards: %w", err)
+		}
+		q.FuncDefs = append(pq.FuncDefs, q.FuncDefs...)
+	}
+	rewriteOperators(q)
 	return gojq.Compile(q, opts...)
 }
+
+// maxQuotedExpr is how much of an expression an error shows.
+const maxQuotedExpr = 200
 
 // checkExpr parses and compiles one expression and turns a failure into a
 // ConfigError pointing at the offending character's line and column in the
@@ -259,6 +279,11 @@ func compileSource(src string, opts []gojq.CompilerOption) (*gojq.Code, error) {
 func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, opts []gojq.CompilerOption) *ConfigError {
 	key := fmt.Sprintf("resources[%d] (kind %s) %s", index, r.Kind, field)
 	at := func(off int) Position { return r.ExprPosition(field, off) }
+	if strings.Contains(expr, reservedPrefix) {
+		pos := r.ValuePosition(field)
+		return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key,
+			Msg: fmt.Sprintf("names starting with %s are reserved for portbridge", reservedPrefix)}
+	}
 	q, err := gojq.Parse(expr)
 	if err != nil {
 		pos := r.ValuePosition(field)
@@ -268,7 +293,7 @@ func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, 
 			off := exprToRaw(raw, expr, max(pe.Offset-1, 0))
 			pos = at(off)
 			return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key,
-				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %q)", err, exprColumn(raw, off+1), raw)}
+				Msg: fmt.Sprintf("jq syntax error: %v (expression column %d: %s)", err, exprColumn(raw, off+1), redact.QuoteN(raw, maxQuotedExpr))}
 		}
 		return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key, Msg: "jq syntax error: " + err.Error()}
 	}
@@ -282,7 +307,7 @@ func checkExpr(cfgName string, index int, r *Resource, field, raw, expr string, 
 			}
 		}
 		return &ConfigError{File: cfgName, Line: pos.Line, Column: pos.Column, Key: key,
-			Msg: fmt.Sprintf("jq compile error: %v (in %q)", err, raw)}
+			Msg: fmt.Sprintf("jq compile error: %v (in %s)", err, redact.QuoteN(raw, maxQuotedExpr))}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // requireJQ returns the path of the jq command line tool. The differential
@@ -143,11 +144,13 @@ func TestDifferentialAgainstJQ(t *testing.T) {
 					t.Fatal(err)
 				}
 				var res Result
+				wd := newWatchdog(context.Background(), time.Minute, DefaultMemoryBudget)
 				for _, ri := range m.resourcesFor(e["kind"].(string)) {
-					m.runResource(context.Background(), m.resources[ri], enriched, &res, func(c *compiled, raw []any) {
+					m.runResource(wd, m.resources[ri], enriched, &res, func(c *compiled, raw []any) {
 						ours = append(ours, run{i, []any{c.index, raw}})
 					})
 				}
+				wd.stop()
 				if len(res.Skipped) > 0 {
 					t.Fatalf("%s: %+v", refOf(e), res.Skipped)
 				}

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/itchyny/gojq"
@@ -34,8 +36,13 @@ type Options struct {
 	// Timeout bounds the mapping of one entity (default 1s).
 	Timeout time.Duration
 	// MaxOutputBytes bounds the canonical JSON of one mapped entity
-	// (default 1 MiB, Port's request limit).
+	// (default 1 MiB, Port's request limit). It is checked before the
+	// entity is encoded, so a value too big to encode costs nothing.
 	MaxOutputBytes int
+	// MemoryBudget bounds what jq may allocate for one entity (default
+	// 32 MiB), checked while jq runs (see budget.go). An entity over it is
+	// skipped with the reason.
+	MemoryBudget int64
 	// Blueprints tell which relations are many:true and which properties
 	// are objects. Nil means DefaultBlueprints().
 	Blueprints []port.Blueprint
@@ -117,6 +124,9 @@ type Warning struct {
 
 // Result is what one Backstage entity mapped to.
 type Result struct {
+	// Ref is the entity's ref (lower-case kind:namespace/name), empty when
+	// it has no kind or name; logs name the entity by it.
+	Ref      string
 	Entities []Mapped
 	// Warnings are field errors: the field was set to null.
 	Warnings []Warning
@@ -163,6 +173,9 @@ func New(cfg *Config, opts Options) (*Mapper, error) {
 	}
 	if opts.MaxOutputBytes <= 0 {
 		opts.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if opts.MemoryBudget <= 0 {
+		opts.MemoryBudget = DefaultMemoryBudget
 	}
 	if opts.Blueprints == nil {
 		opts.Blueprints = DefaultBlueprints()
@@ -277,11 +290,17 @@ func (m *Mapper) Map(ctx context.Context, entity map[string]any) (res Result) {
 		res.Skipped = append(res.Skipped, Warning{ResourceIndex: -1, Field: "metadata", Message: err.Error()})
 		return res
 	}
-	wd := newWatchdog(ctx, m.opts.Timeout)
+	res.Ref, _ = input["metadata"].(map[string]any)["identifier"].(string)
+	wd := newWatchdog(ctx, m.opts.Timeout, m.opts.MemoryBudget)
 	defer wd.stop()
-	ctx = wd
 	for _, i := range idxs {
-		m.runResource(ctx, m.resources[i], input, &res, func(c *compiled, raw []any) { m.finish(c, raw, &res) })
+		m.runResource(wd, m.resources[i], input, &res, func(c *compiled, raw []any) {
+			n := len(res.Entities)
+			m.finish(c, raw, &res)
+			if len(res.Entities) > n {
+				_ = wd.account(2 * int64(len(res.Entities[n].JSON)))
+			}
+		})
 	}
 	return res
 }
@@ -328,12 +347,12 @@ func enrich(entity map[string]any, kind string) (map[string]any, error) {
 // runResource runs one resource's program over the input (once per item
 // with itemsToParse) and hands every raw result to emit; run failures are
 // recorded as skips.
-func (m *Mapper) runResource(ctx context.Context, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
+func (m *Mapper) runResource(w *watchdog, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
 	if c.items == nil {
-		m.runOne(ctx, c, input, res, emit)
+		m.runOne(w, c, input, res, emit)
 		return
 	}
-	v, err := runFirst(ctx, c.items, input)
+	v, err := runFirst(w, c.items, input)
 	if err != nil {
 		res.Skipped = append(res.Skipped, Warning{c.index, "itemsToParse", describeRunError(err, m.opts.Timeout)})
 		return
@@ -345,24 +364,31 @@ func (m *Mapper) runResource(ctx context.Context, c *compiled, input map[string]
 	}
 	parent := input
 	if c.itemsDel != nil {
-		if v, err := runFirst(ctx, c.itemsDel, input); err == nil {
+		if v, err := runFirst(w, c.itemsDel, input); err == nil {
 			if p, ok := v.(map[string]any); ok {
 				parent = p
 			}
 		}
 	}
 	for _, item := range items {
+		// Each item copies the parent entity's top level.
+		if err := w.account(int64(len(parent)+1) * 48); err != nil {
+			res.Skipped = append(res.Skipped, Warning{c.index, "itemsToParse", describeRunError(err, m.opts.Timeout)})
+			return
+		}
 		in := make(map[string]any, len(parent)+1)
 		for k, v := range parent {
 			in[k] = v
 		}
 		in[c.res.ItemsToParseName] = item
-		m.runOne(ctx, c, in, res, emit)
+		m.runOne(w, c, in, res, emit)
 	}
 }
 
-func runFirst(ctx context.Context, code *gojq.Code, input any) (any, error) {
-	v, ok := code.RunWithContext(ctx, input).Next()
+// runFirst runs code on input under the entity's watchdog (also handed to
+// the memory guards as $__pb_w) and returns its first output.
+func runFirst(w *watchdog, code *gojq.Code, input any) (any, error) {
+	v, ok := code.RunWithContext(w, input, w).Next()
 	if !ok {
 		return nil, errors.New("no output")
 	}
@@ -373,21 +399,36 @@ func runFirst(ctx context.Context, code *gojq.Code, input any) (any, error) {
 }
 
 func describeRunError(err error, limit time.Duration) string {
+	var be *BudgetError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("mapping took longer than the %v limit per entity (an expression that never ends?)", limit)
 	case errors.Is(err, context.Canceled):
 		return "mapping cancelled"
+	case errors.As(err, &be):
+		return be.Error()
+	}
+	// An error's value can be anything jq built (halt_error, error(v)):
+	// show a bounded preview, never the whole value.
+	msg := err.Error
+	var ve gojq.ValueError
+	if errors.As(err, &ve) {
+		msg = func() string {
+			if _, ok := ve.Value().(string); ok {
+				return clipN(err.Error(), maxErrorText)
+			}
+			return gojq.Preview(ve.Value())
+		}
 	}
 	var he *gojq.HaltError
 	if errors.As(err, &he) {
-		return "jq halted: " + err.Error()
+		return "jq halted: " + msg()
 	}
-	return "jq error: " + err.Error()
+	return "jq error: " + msg()
 }
 
-func (m *Mapper) runOne(ctx context.Context, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
-	v, err := runFirst(ctx, c.code, input)
+func (m *Mapper) runOne(w *watchdog, c *compiled, input map[string]any, res *Result, emit func(*compiled, []any)) {
+	v, err := runFirst(w, c.code, input)
 	if err != nil {
 		res.Skipped = append(res.Skipped, Warning{c.index, "", describeRunError(err, m.opts.Timeout)})
 		return
@@ -401,7 +442,7 @@ func (m *Mapper) runOne(ctx context.Context, c *compiled, input map[string]any, 
 				raw[n.slot] = out
 				continue
 			}
-			if raw[n.slot], err = runFirst(ctx, n.fallback, input); err != nil {
+			if raw[n.slot], err = runFirst(w, n.fallback, input); err != nil {
 				res.Skipped = append(res.Skipped, Warning{c.index, "", describeRunError(err, m.opts.Timeout)})
 				return
 			}
@@ -477,6 +518,12 @@ func (m *Mapper) finish(c *compiled, raw []any, res *Result) {
 			e.Relations[r.name] = f.relation(r, m.bps.many(bp, r.name))
 		}
 	}
+	// Measure before encoding: a value built from shared parts (jq's
+	// `[., .]` doubled 40 times) is small in memory and huge as text.
+	if n := entitySize(e, int64(m.opts.MaxOutputBytes)); n > int64(m.opts.MaxOutputBytes) {
+		res.Skipped = append(res.Skipped, Warning{c.index, "", fmt.Sprintf("mapped entity %s is over the %d-byte limit (mapping.maxOutputBytes)%s", clip(out.Identifier), m.opts.MaxOutputBytes, largestField(e, int64(m.opts.MaxOutputBytes)))})
+		return
+	}
 	bufp := m.bufs.Get().(*[]byte)
 	defer m.bufs.Put(bufp)
 	buf := append(append((*bufp)[:0], bp...), 0)
@@ -488,7 +535,7 @@ func (m *Mapper) finish(c *compiled, raw []any, res *Result) {
 		return
 	}
 	if n := len(buf) - start; n > m.opts.MaxOutputBytes {
-		res.Skipped = append(res.Skipped, Warning{c.index, "", fmt.Sprintf("mapped entity %s is %d bytes, over the %d-byte limit%s", clip(out.Identifier), n, m.opts.MaxOutputBytes, largestField(e))})
+		res.Skipped = append(res.Skipped, Warning{c.index, "", fmt.Sprintf("mapped entity %s is %d bytes, over the %d-byte limit (mapping.maxOutputBytes)%s", clip(out.Identifier), n, m.opts.MaxOutputBytes, largestField(e, int64(m.opts.MaxOutputBytes)))})
 		return
 	}
 	out.Hash = xxhash.Sum64(buf)
@@ -643,10 +690,9 @@ func leaf(raw any, all bool) (any, string) {
 	case map[string]any:
 		e := r[errKey]
 		if s, ok := e.(string); ok {
-			return nil, s
+			return nil, clipN(s, maxErrorText)
 		}
-		b, _ := appendValue(nil, e)
-		return nil, string(b)
+		return nil, gojq.Preview(e)
 	}
 	return nil, "unexpected slot result " + typeName(raw)
 }
@@ -669,12 +715,36 @@ func typeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-func preview(v any) string {
-	b, err := appendValue(nil, v)
-	if err != nil {
-		return ""
+// preview shows the start of a value, however big it is.
+func preview(v any) string { return gojq.Preview(v) }
+
+// maxErrorText bounds a jq error message kept in a warning.
+const maxErrorText = 1000
+
+func clipN(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return clip(string(b))
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// entitySize estimates e's JSON size, stopping once it passes limit.
+func entitySize(e *port.Entity, limit int64) int64 {
+	n := int64(len(e.Title) + len(e.Icon) + len(e.Blueprint) + 64)
+	for _, v := range []any{e.Identifier, e.Team, e.Properties, e.Relations} {
+		if n > limit {
+			break
+		}
+		size, deep := sizeOf(v, limit-n)
+		if deep {
+			return limit + 1
+		}
+		n += size
+	}
+	return n
 }
 
 func describeEmpty(v any) string {
@@ -687,17 +757,20 @@ func describeEmpty(v any) string {
 	return "a " + typeName(v) + " " + preview(v) + ", not a string"
 }
 
-// largestField names the biggest property, to say what made an entity too big.
-func largestField(e *port.Entity) string {
-	best, size := "", 0
+// largestField names the biggest property, to say what made an entity too
+// big; sizes are counted up to limit.
+func largestField(e *port.Entity, limit int64) string {
+	best, size := "", int64(0)
 	for k, v := range e.Properties {
-		b, _ := appendValue(nil, v)
-		if len(b) > size {
-			best, size = k, len(b)
+		if n, _ := sizeOf(v, limit); n > size {
+			best, size = k, n
 		}
 	}
-	if best == "" {
+	switch {
+	case best == "":
 		return ""
+	case size > limit:
+		return fmt.Sprintf(" (largest property %s: over %d bytes)", clip(strconv.Quote(best)), limit)
 	}
-	return fmt.Sprintf(" (largest property %q: %d bytes)", best, size)
+	return fmt.Sprintf(" (largest property %s: %d bytes)", clip(strconv.Quote(best)), size)
 }

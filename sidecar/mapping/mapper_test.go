@@ -171,7 +171,7 @@ func TestMapSemantics(t *testing.T) {
 			entity:   withDescription(component("svc"), strings.Repeat("x", 10<<20)),
 			mappings: baseFields + "          properties:\n            description: .metadata.description\n",
 			check: func(t *testing.T, r Result) {
-				wantSkip(t, r, "", `over the 1048576-byte limit (largest property "description"`)
+				wantSkip(t, r, "", `over the 1048576-byte limit (mapping.maxOutputBytes) (largest property "description"`)
 			},
 		},
 		{

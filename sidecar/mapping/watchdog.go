@@ -2,16 +2,20 @@ package mapping
 
 import (
 	"context"
+	"runtime/metrics"
 	"sync"
 	"time"
 )
 
 // watchdog is the context of one entity's jq runs: it ends when the
-// per-entity time limit passes or the parent ends. gojq asks a context's
-// Done before every instruction it executes, and context.WithTimeout's Done
-// goes through an atomic load and a type assertion each time; here Done
-// returns a plain field, which measurably speeds up mapping (the watchdog is
-// per entity, so the field never changes while jq runs).
+// per-entity time limit passes, when the entity goes over its memory budget
+// (budget.go), or when the parent ends. gojq asks a context's Done before
+// every instruction it executes, and context.WithTimeout's Done goes through
+// an atomic load and a type assertion each time; here Done returns a plain
+// field, which measurably speeds up mapping (the watchdog is per entity, so
+// the field never changes while jq runs). Done also counts the instruction
+// into the memory account; only the goroutine running the entity's jq may
+// call it.
 type watchdog struct {
 	parent     context.Context
 	done       chan struct{}
@@ -20,10 +24,19 @@ type watchdog struct {
 	deadline   time.Time
 	timer      *time.Timer
 	stopParent func() bool
+
+	// The memory account (budget.go), touched only by the goroutine that
+	// maps the entity.
+	budget    int64 // bytes
+	used      int64 // estimated bytes allocated so far
+	nextCheck int64 // used at which the heap is read next
+	heapStart uint64
+	heap      [1]metrics.Sample
 }
 
-func newWatchdog(parent context.Context, limit time.Duration) *watchdog {
-	w := &watchdog{parent: parent, done: make(chan struct{}), deadline: time.Now().Add(limit)}
+func newWatchdog(parent context.Context, limit time.Duration, budget int64) *watchdog {
+	w := &watchdog{parent: parent, done: make(chan struct{}), deadline: time.Now().Add(limit), budget: budget, nextCheck: max(budget/8, 1)}
+	w.heap[0].Name = heapMetric
 	if d, ok := parent.Deadline(); ok && d.Before(w.deadline) {
 		w.deadline = d
 	}
@@ -50,8 +63,17 @@ func (w *watchdog) stop() {
 }
 
 func (w *watchdog) Deadline() (time.Time, bool) { return w.deadline, true }
-func (w *watchdog) Done() <-chan struct{}       { return w.done }
 func (w *watchdog) Value(key any) any           { return w.parent.Value(key) }
+
+// Done returns the channel closed when the entity must stop, and counts one
+// jq instruction.
+func (w *watchdog) Done() <-chan struct{} {
+	w.used += stepCost
+	if w.used >= w.nextCheck {
+		w.checkHeap()
+	}
+	return w.done
+}
 
 func (w *watchdog) Err() error {
 	select {

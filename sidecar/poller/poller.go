@@ -7,9 +7,11 @@ package poller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -86,11 +88,27 @@ func (p *Poller) Poll(ctx context.Context) (int, error) {
 	for start := 0; start < len(changed); start += 500 {
 		chunk := changed[start:min(start+500, len(changed))]
 		bodies, err := p.cat.EntitiesByRefs(ctx, chunk, nil)
-		if err != nil {
+		var over *catalog.LimitError
+		switch {
+		case errors.As(err, &over):
+			// The others are valid; entities over the input limits exist
+			// but cannot be published: keep the last view of them, so
+			// they are neither published nor taken for deleted.
+			for _, ref := range over.Refs {
+				if old, ok := p.prev[ref]; ok {
+					cur[ref] = old
+				} else {
+					delete(cur, ref)
+				}
+			}
+		case err != nil:
 			return 0, fmt.Errorf("fetch %d changed entities: %w", len(chunk), err)
 		}
 		for i, body := range bodies {
 			if body == nil {
+				if over != nil && slices.Contains(over.Refs, chunk[i]) {
+					continue
+				}
 				delete(cur, chunk[i]) // gone between list and fetch: next poll sees it
 				continue
 			}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portbridge/portbridge/sidecar/redact"
 )
 
 // Base URLs of Port's regions.
@@ -48,8 +50,11 @@ type Config struct {
 	Logger            *slog.Logger          // optional
 	Metrics           prometheus.Registerer // optional: request latency per route/status, rate-limit waits, retries
 
+	// MaxRetryAfter caps any pause Port asks for (Retry-After,
+	// x-ratelimit-reset); default 5 minutes, Port's rate-limit window.
+	MaxRetryAfter time.Duration
 	// Limiter, when set, is shared with other clients of the process;
-	// RequestsPerSecond is then ignored.
+	// RequestsPerSecond and MaxRetryAfter are then ignored.
 	Limiter *Limiter
 	// MaxRetries bounds the retries of one request on 408/429/502/503/504
 	// and network errors; default 8, negative means none.
@@ -89,7 +94,7 @@ func New(cfg Config) (*Client, error) {
 	base = strings.TrimSuffix(base, "/v1")
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("port client: base URL %q must be an absolute http(s) URL", cfg.BaseURL)
+		return nil, fmt.Errorf("port client: base URL %s must be an absolute http(s) URL", redact.Quote(cfg.BaseURL))
 	}
 	if cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return nil, errors.New("port client: client id and client secret are required")
@@ -119,7 +124,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	lim := cfg.Limiter
 	if lim == nil {
-		lim = NewLimiter(cfg.RequestsPerSecond)
+		lim = NewLimiter(cfg.RequestsPerSecond, cfg.MaxRetryAfter)
 	}
 	retries := cfg.MaxRetries
 	switch {
@@ -132,7 +137,7 @@ func New(cfg Config) (*Client, error) {
 	if delay <= 0 {
 		delay = 250 * time.Millisecond
 	}
-	m, err := newMetrics(cfg.Metrics)
+	m, err := newMetrics(cfg.Metrics, lim)
 	if err != nil {
 		return nil, err
 	}
@@ -227,24 +232,17 @@ func (c *Client) do(ctx context.Context, req call, out any) (int, error) {
 	}
 }
 
-// backoff waits before a retry. After a 429 the shared limiter is already
-// paused until Retry-After / x-ratelimit-reset, so only a small jitter is
-// added here; other answers wait Retry-After when the server sent one, else
-// a jittered exponential delay.
+// backoff waits before a retry. After a 429, or an answer with
+// Retry-After, the shared limiter is already paused (capped at
+// MaxRetryAfter, and visible in RateLimit), so only a small jitter is added
+// here; other answers wait a jittered exponential delay.
 func (c *Client) backoff(ctx context.Context, req call, attempt int, hdr http.Header, reason string) error {
 	c.limiter.countRetry()
 	c.metrics.retry(req.route, reason)
 	d := min(c.baseDelay<<min(attempt, 16), 30*time.Second)
 	d = d/2 + rand.N(d/2+1)
-	switch {
-	case hdr == nil:
-	case hdr.Get("Retry-After") != "" || reason == "too many requests":
+	if hdr != nil && (hdr.Get("Retry-After") != "" || reason == "too many requests") {
 		d = rand.N(c.baseDelay/4 + 1)
-		if reason != "too many requests" {
-			if until, ok := retryAfter(hdr, time.Now()); ok {
-				d += time.Until(until)
-			}
-		}
 	}
 	return sleep(ctx, d)
 }
@@ -305,7 +303,10 @@ func (c *Client) send(ctx context.Context, req call) (int, http.Header, []byte, 
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
-	c.limiter.observe(resp.StatusCode, resp.Header)
+	if until, why := c.limiter.observe(resp.StatusCode, resp.Header); !until.IsZero() {
+		c.log.Warn("Port asked to wait: pausing every Port request", "route", req.route, "until", until.UTC().Format(time.RFC3339),
+			"wait", time.Until(until).Round(time.Millisecond).String(), "reason", why)
+	}
 	c.metrics.observe(req.route, resp.StatusCode, time.Since(start))
 	if resp.StatusCode == http.StatusTooManyRequests {
 		c.metrics.throttled()

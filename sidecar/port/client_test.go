@@ -356,3 +356,62 @@ func TestSearchAndBulkDelete(t *testing.T) {
 		t.Fatalf("count %d %v", cnt, err)
 	}
 }
+
+// Issue 13: a Retry-After of an hour paused every Port request for an hour
+// while status said "waited 0s". The pause is capped, and the state says
+// until when, why, and how long callers have waited so far.
+func TestRetryAfterIsCappedAndVisible(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{429, 503} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			emu := porttest.New(porttest.Options{})
+			srv := httptest.NewServer(emu)
+			t.Cleanup(srv.Close)
+			c, err := port.New(port.Config{BaseURL: srv.URL, ClientID: emu.ClientID(), ClientSecret: emu.ClientSecret(),
+				RetryBaseDelay: 5 * time.Millisecond, MaxRetryAfter: 1500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Authenticate(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			emu.InjectFaults(porttest.FaultSpec{Status: status, RetryAfter: time.Hour, Count: 1})
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.GetBlueprint(context.Background(), "nope")
+				done <- err
+			}()
+			var during port.RateLimitState
+			for {
+				during = c.RateLimit()
+				if during.Waiting > 0 && !during.WaitingUntil.IsZero() && during.TotalWait > 200*time.Millisecond {
+					break
+				}
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("never saw the wait in the state: %+v", during)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if d := time.Until(during.WaitingUntil); d > 1500*time.Millisecond || d < 0 {
+				t.Errorf("waiting until %v from now, want within the 1.5 s cap", d)
+			}
+			if want := fmt.Sprintf("%d Retry-After 3600s, capped at 1.5s (port.maxRetryAfter)", status); during.WaitReason != want {
+				t.Errorf("reason %q, want %q", during.WaitReason, want)
+			}
+			err = <-done
+			if !port.IsNotFound(err) {
+				t.Fatalf("after the pause: %v, want the real answer (404)", err)
+			}
+			took := time.Since(start)
+			if took > 4*time.Second || took < 1400*time.Millisecond {
+				t.Errorf("the request took %v; want about the 1.5 s cap", took)
+			}
+			after := c.RateLimit()
+			if after.Waiting != 0 || after.Capped != 1 || after.TotalWait < 1400*time.Millisecond || !after.WaitingUntil.IsZero() {
+				t.Errorf("state after %+v", after)
+			}
+		})
+	}
+}

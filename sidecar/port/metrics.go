@@ -17,9 +17,37 @@ type metrics struct {
 	throttles prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, lim *Limiter) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
+	}
+	// Gauges of what the limiter waits for now, read when scraped. A
+	// process has one Port client (a second registration keeps the first).
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portbridge_port_rate_limit_waiting_until_seconds",
+			Help: "Unix time at which the current pause of Port requests ends (Retry-After, x-ratelimit-reset, capped at port.maxRetryAfter); 0 when requests are not paused.",
+		}, func() float64 {
+			if t := lim.State().WaitingUntil; !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portbridge_port_rate_limit_waiting",
+			Help: "Port requests waiting for the rate limiter now.",
+		}, func() float64 { return float64(lim.State().Waiting) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "portbridge_port_retry_after_capped_total",
+			Help: "Pauses Port asked for that were longer than port.maxRetryAfter and were cut to it.",
+		}, func() float64 { return float64(lim.State().Capped) }),
+	} {
+		if err := reg.Register(g); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+		}
 	}
 	m := &metrics{
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{

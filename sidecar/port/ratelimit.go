@@ -2,6 +2,7 @@ package port
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,23 +19,35 @@ import (
 // budget from the x-ratelimit-* headers that counts requests still in flight.
 // When the estimated remaining budget gets low it spreads the rest of the
 // window evenly, and at zero it waits for the window to reset.
+//
+// A pause Port asks for (Retry-After on a 429 or 503, x-ratelimit-reset) is
+// capped at MaxRetryAfter: a misconfigured or hostile answer must not stop
+// every Port request for an hour. What the limiter waits for, until when
+// and why, and how long callers have waited (including waits still going
+// on) are in State.
 // A Limiter is safe for concurrent use; one per process is the intent.
 type Limiter struct {
 	rate *rate.Limiter
+	// maxPause caps any pause or window wait.
+	maxPause time.Duration
 
-	mu         sync.Mutex
-	now        func() time.Time
-	pauseUntil time.Time
-	limit      int
-	period     time.Duration
-	windowEnd  time.Time // end of the server's current window, zero if unknown
-	remaining  int       // local estimate for the current window, -1 if unknown
-	inflight   int
-	nextSlot   time.Time // earliest start of the next paced request
-	totalWait  time.Duration
-	throttled  int
-	retries    int
-	lastSeen   RateLimitState
+	mu          sync.Mutex
+	now         func() time.Time
+	pauseUntil  time.Time
+	pauseReason string
+	capped      int
+	waiters     int   // callers waiting in acquire now
+	waitStarts  int64 // sum of their start times, in Unix nanoseconds
+	limit       int
+	period      time.Duration
+	windowEnd   time.Time // end of the server's current window, zero if unknown
+	remaining   int       // local estimate for the current window, -1 if unknown
+	inflight    int
+	nextSlot    time.Time // earliest start of the next paced request
+	totalWait   time.Duration
+	throttled   int
+	retries     int
+	lastSeen    RateLimitState
 }
 
 // RateLimitState is what the client last learnt about Port's rate limit and
@@ -44,15 +57,34 @@ type RateLimitState struct {
 	Remaining int           // x-ratelimit-remaining of the last response, -1 if none
 	Reset     time.Time     // when the server's window resets, zero if unknown
 	Period    time.Duration // x-ratelimit-period
-	TotalWait time.Duration // time callers spent waiting in the limiter
+	TotalWait time.Duration // time callers spent waiting in the limiter, including waits going on now
 	Throttled int           // number of 429 answers
 	Retries   int           // number of retried requests
+	// WaitingUntil is when the current pause ends; zero when requests are
+	// not held back.
+	WaitingUntil time.Time
+	// WaitReason says why: "429 Retry-After 3600s, capped at 5m0s",
+	// "503 Retry-After 20s", "429 x-ratelimit-reset", "x-ratelimit-remaining
+	// 0 until the window resets".
+	WaitReason string
+	// Waiting is how many requests wait now.
+	Waiting int
+	// Capped counts pauses asked for that were longer than the cap.
+	Capped int
 }
 
+// DefaultMaxPause caps a pause when NewLimiter is given 0: Port's rate-limit
+// window is five minutes.
+const DefaultMaxPause = 5 * time.Minute
+
 // NewLimiter returns a limiter; requestsPerSecond > 0 adds a client-side
-// cap (burst 1), 0 relies on the server's headers only.
-func NewLimiter(requestsPerSecond float64) *Limiter {
-	l := &Limiter{now: time.Now, remaining: -1, lastSeen: RateLimitState{Remaining: -1}}
+// cap (burst 1), 0 relies on the server's headers only. maxPause caps every
+// pause Port asks for (0: DefaultMaxPause).
+func NewLimiter(requestsPerSecond float64, maxPause time.Duration) *Limiter {
+	if maxPause <= 0 {
+		maxPause = DefaultMaxPause
+	}
+	l := &Limiter{now: time.Now, remaining: -1, lastSeen: RateLimitState{Remaining: -1}, maxPause: maxPause}
 	if requestsPerSecond > 0 {
 		l.rate = rate.NewLimiter(rate.Limit(requestsPerSecond), 1)
 	}
@@ -63,8 +95,14 @@ func NewLimiter(requestsPerSecond float64) *Limiter {
 // must be called once its response has been observed.
 func (l *Limiter) acquire(ctx context.Context) (release func(), err error) {
 	start := time.Now()
+	l.mu.Lock()
+	l.waiters++
+	l.waitStarts += start.UnixNano()
+	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
+		l.waiters--
+		l.waitStarts -= start.UnixNano()
 		l.totalWait += time.Since(start)
 		l.mu.Unlock()
 	}()
@@ -111,7 +149,7 @@ func (l *Limiter) tryAcquire() time.Duration {
 			if l.windowEnd.IsZero() {
 				return 50 * time.Millisecond
 			}
-			return l.windowEnd.Sub(now) + time.Millisecond
+			return min(l.windowEnd.Sub(now)+time.Millisecond, l.maxPause)
 		}
 		// Below a fifth of the budget, spread what is left over the rest
 		// of the window instead of spending it at once.
@@ -134,8 +172,10 @@ func (l *Limiter) release() {
 }
 
 // observe updates the limiter from a response's status and headers. It must
-// be called before the request's release.
-func (l *Limiter) observe(status int, h http.Header) {
+// be called before the request's release. When the answer pauses requests
+// (429, or a retryable status with Retry-After) it returns the pause: until
+// when, and why.
+func (l *Limiter) observe(status int, h http.Header) (pausedUntil time.Time, reason string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -143,6 +183,9 @@ func (l *Limiter) observe(status int, h http.Header) {
 	remaining, hasRemaining := headerInt(h, "X-Ratelimit-Remaining")
 	period, hasPeriod := headerInt(h, "X-Ratelimit-Period")
 	reset, hasReset := parseReset(h.Get("X-Ratelimit-Reset"), now)
+	if hasReset && reset.Sub(now) > l.maxPause {
+		reset = now.Add(l.maxPause) // a window end far away must not stop everything
+	}
 	// A different limit or period starts the accounting afresh.
 	changed := (hasLimit && int(limit) != l.limit) || (hasPeriod && time.Duration(period)*time.Second != l.period)
 	if hasLimit {
@@ -177,14 +220,25 @@ func (l *Limiter) observe(status int, h http.Header) {
 	if status == http.StatusTooManyRequests {
 		l.throttled++
 		l.lastSeen.Throttled = l.throttled
-		until, ok := retryAfter(h, now)
-		if !ok {
-			until = now.Add(time.Second)
-		}
-		if until.After(l.pauseUntil) {
-			l.pauseUntil = until
-		}
 	}
+	if status != http.StatusTooManyRequests && (!retryableStatus(status) || h.Get("Retry-After") == "") {
+		return time.Time{}, ""
+	}
+	until, source, ok := retryAfter(h, now)
+	if !ok {
+		until, source = now.Add(time.Second), "no Retry-After, 1s"
+	}
+	reason = fmt.Sprintf("%d %s", status, source)
+	if d := until.Sub(now); d > l.maxPause {
+		until = now.Add(l.maxPause)
+		reason += fmt.Sprintf(", capped at %s (port.maxRetryAfter)", l.maxPause)
+		l.capped++
+	}
+	if until.After(l.pauseUntil) {
+		l.pauseUntil, l.pauseReason = until, reason
+		return until, reason
+	}
+	return time.Time{}, ""
 }
 
 func (l *Limiter) countRetry() {
@@ -197,25 +251,42 @@ func (l *Limiter) countRetry() {
 func (l *Limiter) State() RateLimitState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := l.now()
 	s := l.lastSeen
 	s.TotalWait = l.totalWait
+	if l.waiters > 0 {
+		s.TotalWait += time.Duration(int64(l.waiters)*time.Now().UnixNano() - l.waitStarts)
+	}
 	s.Throttled = l.throttled
 	s.Retries = l.retries
+	s.Waiting = l.waiters
+	s.Capped = l.capped
+	switch {
+	case now.Before(l.pauseUntil):
+		s.WaitingUntil, s.WaitReason = l.pauseUntil, l.pauseReason
+	case l.waiters > 0 && l.remaining == 0 && now.Before(l.windowEnd):
+		s.WaitingUntil, s.WaitReason = l.windowEnd, "x-ratelimit-remaining 0 until the window resets"
+	}
 	return s
 }
 
+// MaxPause is the cap on pauses.
+func (l *Limiter) MaxPause() time.Duration { return l.maxPause }
+
 // retryAfter returns when a throttled or failed request may be retried,
-// from Retry-After (seconds or an HTTP date) or else x-ratelimit-reset.
-func retryAfter(h http.Header, now time.Time) (time.Time, bool) {
+// from Retry-After (seconds or an HTTP date) or else x-ratelimit-reset, and
+// which header said so.
+func retryAfter(h http.Header, now time.Time) (time.Time, string, bool) {
 	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
-		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 {
-			return now.Add(time.Duration(secs * float64(time.Second))), true
+		if secs, err := strconv.ParseFloat(v, 64); err == nil && secs >= 0 && secs < 1e9 {
+			return now.Add(time.Duration(secs * float64(time.Second))), "Retry-After " + strconv.FormatFloat(secs, 'f', -1, 64) + "s", true
 		}
 		if t, err := http.ParseTime(v); err == nil {
-			return t, true
+			return t, "Retry-After " + t.UTC().Format(time.RFC3339), true
 		}
 	}
-	return parseReset(h.Get("X-Ratelimit-Reset"), now)
+	t, ok := parseReset(h.Get("X-Ratelimit-Reset"), now)
+	return t, "x-ratelimit-reset", ok
 }
 
 // parseReset reads x-ratelimit-reset: epoch seconds when the number is

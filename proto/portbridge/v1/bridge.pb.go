@@ -1884,7 +1884,20 @@ type RateLimitStatus struct {
 	// Total time spent waiting for rate limits since start.
 	Waited *durationpb.Duration `protobuf:"bytes,3,opt,name=waited,proto3" json:"waited,omitempty"`
 	// Responses with status 429 since start.
-	Throttled     uint64 `protobuf:"varint,4,opt,name=throttled,proto3" json:"throttled,omitempty"`
+	Throttled uint64 `protobuf:"varint,4,opt,name=throttled,proto3" json:"throttled,omitempty"`
+	// When the current pause of Port requests ends; unset when requests are
+	// not held back. A pause Port asks for (Retry-After on a 429 or 503,
+	// x-ratelimit-reset) is capped at the sidecar's port.maxRetryAfter.
+	WaitingUntil *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=waiting_until,json=waitingUntil,proto3" json:"waiting_until,omitempty"`
+	// Why requests are held back, for example "429 Retry-After 3600s, capped
+	// at 5m0s (port.maxRetryAfter)" or "x-ratelimit-remaining 0 until the
+	// window resets"; empty when they are not.
+	WaitReason string `protobuf:"bytes,6,opt,name=wait_reason,json=waitReason,proto3" json:"wait_reason,omitempty"`
+	// Port requests waiting now.
+	Waiting uint32 `protobuf:"varint,7,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// Pauses asked for that were longer than port.maxRetryAfter and were cut
+	// to it, since start.
+	Capped        uint64 `protobuf:"varint,8,opt,name=capped,proto3" json:"capped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1943,6 +1956,34 @@ func (x *RateLimitStatus) GetWaited() *durationpb.Duration {
 func (x *RateLimitStatus) GetThrottled() uint64 {
 	if x != nil {
 		return x.Throttled
+	}
+	return 0
+}
+
+func (x *RateLimitStatus) GetWaitingUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WaitingUntil
+	}
+	return nil
+}
+
+func (x *RateLimitStatus) GetWaitReason() string {
+	if x != nil {
+		return x.WaitReason
+	}
+	return ""
+}
+
+func (x *RateLimitStatus) GetWaiting() uint32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *RateLimitStatus) GetCapped() uint64 {
+	if x != nil {
+		return x.Capped
 	}
 	return 0
 }
@@ -2391,12 +2432,17 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\flast_success\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x03 \x01(\tR\tlastError\x12\x10\n" +
-	"\x03url\x18\x04 \x01(\tR\x03url\"\xb7\x01\n" +
+	"\x03url\x18\x04 \x01(\tR\x03url\"\xcb\x02\n" +
 	"\x0fRateLimitStatus\x12\x1c\n" +
 	"\tremaining\x18\x01 \x01(\x03R\tremaining\x125\n" +
 	"\breset_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aresetAt\x121\n" +
 	"\x06waited\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06waited\x12\x1c\n" +
-	"\tthrottled\x18\x04 \x01(\x04R\tthrottled\"k\n" +
+	"\tthrottled\x18\x04 \x01(\x04R\tthrottled\x12?\n" +
+	"\rwaiting_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fwaitingUntil\x12\x1f\n" +
+	"\vwait_reason\x18\x06 \x01(\tR\n" +
+	"waitReason\x12\x18\n" +
+	"\awaiting\x18\a \x01(\rR\awaiting\x12\x16\n" +
+	"\x06capped\x18\b \x01(\x04R\x06capped\"k\n" +
 	"\x15PreviewMappingRequest\x12/\n" +
 	"\x06entity\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x06entity\x12!\n" +
 	"\fmapping_yaml\x18\x02 \x01(\tR\vmappingYaml\"\xc5\x01\n" +
@@ -2510,27 +2556,28 @@ var file_portbridge_v1_bridge_proto_depIdxs = []int32{
 	30, // 35: portbridge.v1.PeerStatus.last_success:type_name -> google.protobuf.Timestamp
 	30, // 36: portbridge.v1.RateLimitStatus.reset_at:type_name -> google.protobuf.Timestamp
 	32, // 37: portbridge.v1.RateLimitStatus.waited:type_name -> google.protobuf.Duration
-	31, // 38: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
-	25, // 39: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
-	26, // 40: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
-	26, // 41: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
-	31, // 42: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
-	20, // 43: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
-	3,  // 44: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
-	5,  // 45: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
-	7,  // 46: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
-	9,  // 47: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
-	23, // 48: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
-	4,  // 49: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
-	6,  // 50: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
-	8,  // 51: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
-	10, // 52: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
-	24, // 53: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
-	49, // [49:54] is the sub-list for method output_type
-	44, // [44:49] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	30, // 38: portbridge.v1.RateLimitStatus.waiting_until:type_name -> google.protobuf.Timestamp
+	31, // 39: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
+	25, // 40: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
+	26, // 41: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
+	26, // 42: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
+	31, // 43: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
+	20, // 44: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
+	3,  // 45: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
+	5,  // 46: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
+	7,  // 47: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
+	9,  // 48: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
+	23, // 49: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
+	4,  // 50: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
+	6,  // 51: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
+	8,  // 52: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
+	10, // 53: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
+	24, // 54: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
+	50, // [50:55] is the sub-list for method output_type
+	45, // [45:50] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_portbridge_v1_bridge_proto_init() }
