@@ -43,9 +43,10 @@ test-short: ## Go tests without the real Backstage peer and jq
 	go test -short -count=1 ./...
 
 FUZZTIME ?= 10s
-fuzz: ## short fixed-time fuzzing: RPC validation -> queue encoding -> decode, and the mapping config loader
+fuzz: ## short fixed-time fuzzing: RPC validation, the real server -> state queue -> decode round trip, the mapping config loader
 	go test -run='^$$' -fuzz='^FuzzValidate$$' -fuzztime=$(FUZZTIME) ./server
 	go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./sidecar/mapping
+	go test -run='^$$' -fuzz='^FuzzQueueRoundTrip$$' -fuzztime=$(FUZZTIME) ./sidecar
 
 test-module: ## the Backstage module: npm ci, build, unit tests (under the lock the e2e test takes too)
 	cd client/backstage && flock $${TMPDIR:-/tmp}/portbridge-client-backstage-npm.lock sh -c 'npm ci --no-audit --no-fund && npm run build' && npm test

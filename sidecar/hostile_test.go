@@ -335,3 +335,59 @@ func TestRetryAfterCappedInTheRealDaemon(t *testing.T) {
 	}
 	t.Logf("Retry-After 3600 capped at %v: in Port after %v, waited %v", limit, took.Round(time.Millisecond), st.GetPortRateLimit().GetWaited().AsDuration())
 }
+
+// Free-form fields are bounded at the door and not stored per change: 300
+// changes, each with the largest source, uid and etag the door accepts,
+// queued while Port is unreachable, grow the state file by less than
+// queueGrowthBound per change over the entity itself; a source over the
+// limit is refused.
+func TestQueuedChangesStayBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	const queueGrowthBound = 2 << 10
+	_, catURL, _, _ := emulators(t, 9, 0)
+	closed := "http://" + freeAddr(t) // Port is unreachable: everything stays queued
+	statePath := filepath.Join(t.TempDir(), "state.db")
+	c := startChild(t, childEnv{catalogURL: catURL, portURL: closed, statePath: statePath})
+	cl := c.client()
+	ctx := context.Background()
+	before, err := os.Stat(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	source := strings.Repeat("s", 256)
+	var entityBytes int64
+	for b := range 30 {
+		var changes []*portbridgev1.Change
+		for i := range 10 {
+			ch := change(t, component(fmt.Sprintf("c-%02d-%02d", b, i), "d"))
+			ch.Uid = strings.Repeat("u", 255)
+			ch.Etag = strings.Repeat("e", 255)
+			changes = append(changes, ch)
+			entityBytes += int64(len(fmt.Sprint(ch.GetUpserted().GetEntity().AsMap())))
+		}
+		if _, err := cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: changes, Source: source}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := os.Stat(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	growth := after.Size() - before.Size()
+	// bbolt grows the file in 1 MiB steps: compare with what the changes
+	// can justify, rounded up to the next step.
+	allowed := entityBytes + 300*queueGrowthBound
+	allowed = (allowed/(1<<20) + 2) << 20
+	t.Logf("state file grew by %d bytes for 300 queued changes (entities about %d bytes)", growth, entityBytes)
+	if growth > allowed {
+		t.Fatalf("state file grew by %d bytes, more than %d", growth, allowed)
+	}
+	// A source over its limit is refused at the door.
+	_, err = cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: []*portbridgev1.Change{change(t, component("x", "x"))}, Source: strings.Repeat("s", 1<<20)})
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "limits.maxSourceBytes") {
+		t.Fatalf("1 MiB source: %v", err)
+	}
+}

@@ -272,7 +272,7 @@ func TestBrokenStateFiles(t *testing.T) {
 
 // emulators serves a catalog emulator with n generated entities (none when
 // n is 0) and a Port emulator for the test's lifetime.
-func emulators(t *testing.T, seed int64, n int) (cat *catalogtest.Emulator, catalogURL string, portEmu *porttest.Emulator, portURL string) {
+func emulators(t testing.TB, seed int64, n int) (cat *catalogtest.Emulator, catalogURL string, portEmu *porttest.Emulator, portURL string) {
 	t.Helper()
 	cat = catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: uint64(seed)})
 	if n > 0 {
