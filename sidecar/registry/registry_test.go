@@ -107,8 +107,8 @@ func TestApply(t *testing.T) {
 		Delete:   []plan.Change{{Action: plan.Delete, Key: plan.Key{Blueprint: "component", Identifier: "y"}, Ref: a, Kind: "component"}},
 		Observed: map[string]time.Time{a: at.Add(time.Hour)},
 	})
-	if len(out.Failures) != 1 || out.Failures[0].Status != 422 || !out.Failures[0].Permanent || out.Deleted != 0 {
-		t.Fatalf("outcome %+v", out)
+	if len(out.Failures) != 1 || out.Failures[0].Status != 422 || !out.Failures[0].Permanent || out.Deleted != 0 || len(refs[a].Failures) != 1 {
+		t.Fatalf("outcome %+v refs %+v", out, refs)
 	}
 	rec, _ = record(t, store, a)
 	if len(rec.Outputs) != 2 || !rec.ObservedAt.Equal(at) {
