@@ -159,7 +159,7 @@ func (c *checker) labels(n parser.Node) (set, bool) {
 func (c *checker) selector(vs *parser.VectorSelector) (set, bool) {
 	name := vs.Name
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			name = m.Value
 		}
 	}
@@ -183,7 +183,7 @@ func (c *checker) selector(vs *parser.VectorSelector) (set, bool) {
 		return have, true
 	}
 	for _, m := range vs.LabelMatchers {
-		if m.Name != labels.MetricName && !have[m.Name] {
+		if m.Name != model.MetricNameLabel && !have[m.Name] {
 			c.bad("%s: label %q is not a label of %s (labels: %s)", vs, m.Name, name, list(have))
 		}
 	}

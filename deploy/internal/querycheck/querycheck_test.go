@@ -66,7 +66,7 @@ func TestCheck(t *testing.T) {
 	e := env(t)
 	for _, tc := range []struct {
 		name, expr, want string
-		used            []string
+		used             []string
 	}{
 		{"gauge", `q_depth > 100`, "", []string{"q_depth"}},
 		{"target labels", `q_depth{job="portbridge", namespace=~".*"}`, "", nil},
