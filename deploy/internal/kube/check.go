@@ -161,9 +161,7 @@ func check(objs []Object, ext External, wantPortbridge bool) error {
 
 func (ix *index) checkPod(w workload) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", w.obj, fmt.Sprintf(format, args...)))
-	}
+	bad := reporter(w.obj, &errs)
 	if !ix.accounts[w.spec.ServiceAccountName] && w.spec.ServiceAccountName != "" {
 		bad("serviceAccountName %q is not defined", w.spec.ServiceAccountName)
 	}

@@ -80,6 +80,16 @@ func TestGood(t *testing.T) {
 	}
 }
 
+// edit replaces the first old in doc with new; old must be there.
+func edit(t *testing.T, doc, old, new string) string {
+	t.Helper()
+	out := strings.Replace(doc, old, new, 1)
+	if out == doc {
+		t.Fatalf("replacement %q not found", old)
+	}
+	return out
+}
+
 func TestDecodeRejects(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, old, new, want string }{
@@ -95,10 +105,7 @@ func TestDecodeRejects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			doc := strings.Replace(good, tc.old, tc.new, 1)
-			if doc == good {
-				t.Fatalf("replacement %q not found", tc.old)
-			}
+			doc := edit(t, good, tc.old, tc.new)
 			_, err := Decode(tc.name, []byte(doc))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err %v, want %q", err, tc.want)
@@ -140,10 +147,7 @@ func TestCheckRejects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			doc := strings.Replace(good, tc.old, tc.new, 1)
-			if doc == good {
-				t.Fatalf("replacement %q not found", tc.old)
-			}
+			doc := edit(t, good, tc.old, tc.new)
 			objs, err := Decode(tc.name, []byte(doc))
 			if err != nil {
 				t.Fatal(err)
@@ -232,10 +236,7 @@ func TestMonitoring(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			doc := strings.Replace(monitored, tc.old, tc.new, 1)
-			if doc == monitored {
-				t.Fatalf("replacement %q not found", tc.old)
-			}
+			doc := edit(t, monitored, tc.old, tc.new)
 			objs, err := Decode(tc.name, []byte(doc))
 			if err == nil {
 				err = Check(objs, goodExt)

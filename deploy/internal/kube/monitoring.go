@@ -18,9 +18,7 @@ import (
 // Service; durations parse and the timeout fits in the interval.
 func (ix *index) checkServiceMonitor(o Object, sm *monitoringv1.ServiceMonitor) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", o, fmt.Sprintf(format, args...)))
-	}
+	bad := reporter(o, &errs)
 	sel, ok := selector(bad, sm.Spec.Selector)
 	if !ok {
 		return errs
@@ -28,13 +26,7 @@ func (ix *index) checkServiceMonitor(o Object, sm *monitoringv1.ServiceMonitor) 
 	if len(sm.Spec.Endpoints) == 0 {
 		bad("no endpoints")
 	}
-	var matched []*corev1.Service
-	for _, s := range ix.services {
-		svc := s.Obj.(*corev1.Service)
-		if sel.Matches(labels.Set(svc.Labels)) {
-			matched = append(matched, svc)
-		}
-	}
+	matched := matching(sel, ix.services, func(o Object) map[string]string { return o.Obj.(*corev1.Service).Labels })
 	if len(matched) == 0 {
 		bad("selector %s matches no Service (a ServiceMonitor selects Services by their own labels)", sel)
 	}
@@ -43,7 +35,8 @@ func (ix *index) checkServiceMonitor(o Object, sm *monitoringv1.ServiceMonitor) 
 		checkScrape(bad, where, ep.Path, ep.Interval, ep.ScrapeTimeout)
 		switch {
 		case ep.Port != "":
-			for _, svc := range matched {
+			for _, o := range matched {
+				svc := o.Obj.(*corev1.Service)
 				if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port }) {
 					bad("%s: port %q is not a port name of Service %s", where, ep.Port, svc.Name)
 				}
@@ -59,9 +52,7 @@ func (ix *index) checkServiceMonitor(o Object, sm *monitoringv1.ServiceMonitor) 
 // manifests, and every endpoint names a container port of each selected pod.
 func (ix *index) checkPodMonitor(o Object, pm *monitoringv1.PodMonitor) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", o, fmt.Sprintf(format, args...)))
-	}
+	bad := reporter(o, &errs)
 	sel, ok := selector(bad, pm.Spec.Selector)
 	if !ok {
 		return errs
@@ -69,12 +60,7 @@ func (ix *index) checkPodMonitor(o Object, pm *monitoringv1.PodMonitor) []error 
 	if len(pm.Spec.PodMetricsEndpoints) == 0 {
 		bad("no podMetricsEndpoints")
 	}
-	var matched []workload
-	for _, w := range ix.workloads {
-		if sel.Matches(labels.Set(w.labels)) {
-			matched = append(matched, w)
-		}
-	}
+	matched := matching(sel, ix.workloads, func(w workload) map[string]string { return w.labels })
 	if len(matched) == 0 {
 		bad("selector %s matches no pod template", sel)
 	}
@@ -107,9 +93,7 @@ func (ix *index) checkPodMonitor(o Object, pm *monitoringv1.PodMonitor) []error 
 // promql package.
 func checkPrometheusRule(o Object, pr *monitoringv1.PrometheusRule) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", o, fmt.Sprintf(format, args...)))
-	}
+	bad := reporter(o, &errs)
 	if len(pr.Spec.Groups) == 0 {
 		bad("no rule groups")
 	}
@@ -150,6 +134,24 @@ func checkPrometheusRule(o Object, pr *monitoringv1.PrometheusRule) []error {
 		}
 	}
 	return errs
+}
+
+// matching returns the items whose labels sel matches.
+func matching[T any](sel labels.Selector, items []T, labelsOf func(T) map[string]string) []T {
+	var out []T
+	for _, it := range items {
+		if sel.Matches(labels.Set(labelsOf(it))) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// reporter returns a function that records a problem of o in errs.
+func reporter(o fmt.Stringer, errs *[]error) func(string, ...any) {
+	return func(format string, args ...any) {
+		*errs = append(*errs, fmt.Errorf("%s: %s", o, fmt.Sprintf(format, args...)))
+	}
 }
 
 func selector(bad func(string, ...any), ls metav1.LabelSelector) (labels.Selector, bool) {
