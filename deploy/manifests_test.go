@@ -177,27 +177,37 @@ func TestHelmChartRejects(t *testing.T) {
 	}
 }
 
-func TestKustomize(t *testing.T) {
-	t.Parallel()
+// overlay writes a kustomization in a new directory with the given
+// resources and components (paths relative to deploy/) and extra lines, and
+// returns the directory.
+func overlay(t *testing.T, resources, components []string, extra string) string {
+	t.Helper()
 	dir := t.TempDir()
 	// kustomize only accepts relative paths to other kustomizations.
-	rel := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
+	rel := func(ps []string) string {
+		var out []string
+		for _, p := range ps {
+			a, err := filepath.Abs(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := filepath.Rel(dir, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
 		}
-		r, err := filepath.Rel(dir, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return "[" + strings.Join(out, ", ") + "]"
 	}
-	overlay := func(body string) string {
-		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return dir
+	body := fmt.Sprintf("resources: %s\ncomponents: %s\n%s", rel(resources), rel(components), extra)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
 	}
+	return dir
+}
+
+func TestKustomize(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, dir string
 		check     func(t *testing.T, objs []kube.Object)
@@ -208,9 +218,8 @@ func TestKustomize(t *testing.T) {
 				t.Errorf("replicas %d strategy %s", *d.Spec.Replicas, d.Spec.Strategy.Type)
 			}
 		}},
-		{"standalone overlay with image and persistent state", overlay(fmt.Sprintf(
-			"resources: [%s]\ncomponents: [%s]\nimages: [{name: portbridge, newName: registry.example.com/platform/portbridge, newTag: v0.1.0}]\n",
-			rel("kustomize/standalone"), rel("kustomize/components/persistent-state"))),
+		{"standalone overlay with image and persistent state", overlay(t, []string{"kustomize/standalone"}, []string{"kustomize/components/persistent-state"},
+			"images: [{name: portbridge, newName: registry.example.com/platform/portbridge, newTag: v0.1.0}]\n"),
 			func(t *testing.T, objs []kube.Object) {
 				d := find[*appsv1.Deployment](t, objs, "Deployment", "portbridge")
 				spec := d.Spec.Template.Spec

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -44,6 +45,7 @@ type index struct {
 	accounts   map[string]bool
 	workloads  []workload
 	services   []Object
+	monitoring []Object // ServiceMonitors, PodMonitors, PrometheusRules
 }
 
 func newIndex(objs []Object, ext External) (*index, []error) {
@@ -95,6 +97,8 @@ func newIndex(objs []Object, ext External) (*index, []error) {
 			}
 		case *corev1.Pod:
 			ix.workloads = append(ix.workloads, workload{o, v.Labels, &v.Spec})
+		case *monitoringv1.ServiceMonitor, *monitoringv1.PodMonitor, *monitoringv1.PrometheusRule:
+			ix.monitoring = append(ix.monitoring, o)
 		}
 	}
 	return ix, errs
@@ -109,8 +113,10 @@ func keys[V any](m map[string]V) []string {
 }
 
 // Check cross-checks the objects: every reference resolves, probes use
-// declared ports, Services select a pod, and every portbridge container keeps
-// its required settings. It returns every problem found.
+// declared ports, Services select a pod, ServiceMonitors and PodMonitors
+// select a Service or pod with the port they scrape, PrometheusRules are well
+// formed, and every portbridge container keeps its required settings. It
+// returns every problem found.
 func Check(objs []Object, ext External) error {
 	return check(objs, ext, true)
 }
@@ -140,14 +146,22 @@ func check(objs []Object, ext External, wantPortbridge bool) error {
 	for _, s := range ix.services {
 		errs = append(errs, ix.checkService(s)...)
 	}
+	for _, o := range ix.monitoring {
+		switch v := o.Obj.(type) {
+		case *monitoringv1.ServiceMonitor:
+			errs = append(errs, ix.checkServiceMonitor(o, v)...)
+		case *monitoringv1.PodMonitor:
+			errs = append(errs, ix.checkPodMonitor(o, v)...)
+		case *monitoringv1.PrometheusRule:
+			errs = append(errs, checkPrometheusRule(o, v)...)
+		}
+	}
 	return errors.Join(errs...)
 }
 
 func (ix *index) checkPod(w workload) []error {
 	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", w.obj, fmt.Sprintf(format, args...)))
-	}
+	bad := reporter(w.obj, &errs)
 	if !ix.accounts[w.spec.ServiceAccountName] && w.spec.ServiceAccountName != "" {
 		bad("serviceAccountName %q is not defined", w.spec.ServiceAccountName)
 	}
@@ -199,12 +213,7 @@ func (ix *index) checkPod(w workload) []error {
 				ix.checkKeys(bad, "ConfigMap", ix.configMaps, r.Name, []string{r.Key}, r.Optional, where+" env "+e.Name)
 			}
 		}
-		ports := map[string]int32{}
-		for _, p := range c.Ports {
-			if p.Name != "" {
-				ports[p.Name] = p.ContainerPort
-			}
-		}
+		ports := namedPorts(c.Ports)
 		for probeName, p := range map[string]*corev1.Probe{"livenessProbe": c.LivenessProbe, "readinessProbe": c.ReadinessProbe, "startupProbe": c.StartupProbe} {
 			if p == nil || p.HTTPGet == nil {
 				continue

@@ -1,9 +1,12 @@
 // Package kube checks rendered Kubernetes manifests against the official API
 // types: every document is decoded strictly into its typed object from
-// client-go's scheme (an unknown kind, an unknown or misspelled field, a
-// duplicate field or a wrong type fails), then cross-checked: names that one
-// object refers to exist, probes point at declared ports, and the portbridge
-// container keeps its security settings. No schema is downloaded.
+// client-go's scheme plus the prometheus-operator types (ServiceMonitor,
+// PodMonitor, PrometheusRule; an unknown kind, an unknown or misspelled
+// field, a duplicate field or a wrong type fails), then cross-checked: names
+// that one object refers to exist, probes point at declared ports,
+// ServiceMonitors and PodMonitors select a port that exists, rules are well
+// formed, and the portbridge container keeps its security settings. No
+// schema is downloaded.
 package kube
 
 import (
@@ -14,10 +17,11 @@ import (
 	"io"
 	"strings"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes/scheme"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
@@ -35,7 +39,11 @@ func (o Object) String() string { return fmt.Sprintf("%s %s (%s)", o.Kind, o.Nam
 // document strictly into its typed object. source names the stream in errors.
 // All problems are returned together.
 func Decode(source string, data []byte) ([]Object, error) {
-	strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	scheme, err := newScheme()
+	if err != nil {
+		return nil, err
+	}
+	strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme, scheme,
 		json.SerializerOptions{Yaml: true, Strict: true})
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []Object
@@ -69,6 +77,19 @@ func Decode(source string, data []byte) ([]Object, error) {
 		out = append(out, Object{Source: src, Kind: gvk.Kind, Name: nameOf(probe), Obj: obj})
 	}
 	return out, errors.Join(errs...)
+}
+
+// newScheme knows the built-in Kubernetes types and the prometheus-operator
+// monitoring.coreos.com/v1 types.
+func newScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("register the Kubernetes API types: %w", err)
+	}
+	if err := monitoringv1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("register the monitoring.coreos.com/v1 types: %w", err)
+	}
+	return s, nil
 }
 
 func nameOf(doc map[string]any) string {

@@ -80,6 +80,16 @@ func TestGood(t *testing.T) {
 	}
 }
 
+// edit replaces the first old in doc with new; old must be there.
+func edit(t *testing.T, doc, old, new string) string {
+	t.Helper()
+	out := strings.Replace(doc, old, new, 1)
+	if out == doc {
+		t.Fatalf("replacement %q not found", old)
+	}
+	return out
+}
+
 func TestDecodeRejects(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, old, new, want string }{
@@ -95,10 +105,7 @@ func TestDecodeRejects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			doc := strings.Replace(good, tc.old, tc.new, 1)
-			if doc == good {
-				t.Fatalf("replacement %q not found", tc.old)
-			}
+			doc := edit(t, good, tc.old, tc.new)
 			_, err := Decode(tc.name, []byte(doc))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err %v, want %q", err, tc.want)
@@ -140,10 +147,7 @@ func TestCheckRejects(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			doc := strings.Replace(good, tc.old, tc.new, 1)
-			if doc == good {
-				t.Fatalf("replacement %q not found", tc.old)
-			}
+			doc := edit(t, good, tc.old, tc.new)
 			objs, err := Decode(tc.name, []byte(doc))
 			if err != nil {
 				t.Fatal(err)
@@ -166,5 +170,80 @@ func TestDecodeInto(t *testing.T) {
 	err := DecodeInto("bad", []any{map[string]any{"name": "a", "imag": "b"}}, &bad)
 	if err == nil || !strings.Contains(err.Error(), "unknown field") {
 		t.Errorf("err %v, want an unknown field", err)
+	}
+}
+
+// monitored is good plus a ServiceMonitor, a PodMonitor and a PrometheusRule
+// for it.
+var monitored = strings.Replace(good, "metadata: {name: pb}\nspec:\n  selector: {app: pb}", "metadata: {name: pb, labels: {app: pb}}\nspec:\n  selector: {app: pb}", 1) + `---
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata: {name: pb}
+spec:
+  selector: {matchLabels: {app: pb}}
+  endpoints: [{port: http, path: /metrics, interval: 30s, scrapeTimeout: 10s}]
+---
+apiVersion: monitoring.coreos.com/v1
+kind: PodMonitor
+metadata: {name: pb}
+spec:
+  selector: {matchLabels: {app: pb}}
+  podMetricsEndpoints: [{port: http, interval: 30s}]
+---
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata: {name: pb}
+spec:
+  groups:
+    - name: pb
+      rules:
+        - alert: PbDown
+          expr: up == 0
+          for: 5m
+          annotations: {summary: down}
+        - record: pb:up
+          expr: up
+`
+
+func TestMonitoring(t *testing.T) {
+	t.Parallel()
+	objs, err := Decode("monitored", []byte(monitored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(objs, goodExt); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, old, new, want string }{
+		{"misspelled field", "podMetricsEndpoints: [{port: http,", "podMetricsEndpoints: [{prot: http,", `unknown field "spec.podMetricsEndpoints[0].prot"`},
+		{"rule field misspelled", "          for: 5m", "          fro: 5m", `unknown field "spec.groups[0].rules[0].fro"`},
+		{"service monitor selects nothing", "selector: {matchLabels: {app: pb}}\n  endpoints", "selector: {matchLabels: {app: other}}\n  endpoints", "ServiceMonitor pb (service monitor selects nothing#4): selector app=other matches no Service"},
+		{"service monitor port", "endpoints: [{port: http,", "endpoints: [{port: metrics,", `port "metrics" is not a port name of Service pb`},
+		{"service monitor empty selector", "selector: {matchLabels: {app: pb}}\n  endpoints", "selector: {}\n  endpoints", "empty selector"},
+		{"bad interval", "interval: 30s, scrapeTimeout", "interval: 30 s, scrapeTimeout", "endpoints[0] interval"},
+		{"timeout over interval", "scrapeTimeout: 10s", "scrapeTimeout: 1m", "scrapeTimeout 1m is longer than the interval 30s"},
+		{"relative path", "path: /metrics", "path: metrics", `path "metrics" does not start with /`},
+		{"pod monitor selects nothing", "selector: {matchLabels: {app: pb}}\n  podMetricsEndpoints", "selector: {matchLabels: {app: x}}\n  podMetricsEndpoints", "selector app=x matches no pod template"},
+		{"pod monitor port", "podMetricsEndpoints: [{port: http,", "podMetricsEndpoints: [{port: portbridge,", `port "portbridge" is not a container port name of Deployment pb`},
+		{"pod monitor no port", "podMetricsEndpoints: [{port: http, interval: 30s}]", "podMetricsEndpoints: [{interval: 30s}]", "neither port nor portNumber"},
+		{"alert and record", "        - record: pb:up", "        - alert: PbUp\n          record: pb:up", "set exactly one of alert and record"},
+		{"neither alert nor record", "        - record: pb:up\n", "        - labels: {a: b}\n", "set exactly one of alert and record"},
+		{"alert twice", "        - record: pb:up", "        - alert: PbDown", "alert PbDown: alert name used twice"},
+		{"empty expr", "expr: up == 0", "expr: ' '", "expr is not a non-empty string"},
+		{"bad for", "for: 5m", "for: 5 minutes", "alert PbDown for"},
+		{"no rules", "      rules:\n        - alert: PbDown", "      rules: []\n    - name: other\n      rules:\n        - alert: PbDown", "group pb has no rules"},
+		{"group twice", "    - name: pb\n", "    - name: pb\n      rules: [{record: a, expr: up}]\n    - name: pb\n", `group name "pb" is empty or used twice`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			doc := edit(t, monitored, tc.old, tc.new)
+			objs, err := Decode(tc.name, []byte(doc))
+			if err == nil {
+				err = Check(objs, goodExt)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -55,3 +55,10 @@ app.kubernetes.io/component: bridge
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/* Labels of the monitoring objects: the chart's, with component monitoring, and the given extra labels (they win). Call with (dict "ctx" $ "extra" .labels). */}}
+{{- define "portbridge.monitoringLabels" -}}
+{{- $l := include "portbridge.labels" .ctx | fromYaml }}
+{{- $_ := set $l "app.kubernetes.io/component" "monitoring" }}
+{{- toYaml (merge (dict) (default (dict) .extra) $l) }}
+{{- end }}
