@@ -226,7 +226,7 @@ func (e *Engine) guardChange(ref string, ch *plan.Changes) *plan.Changes {
 		ch.RefusedDeletes, ch.Delete = append(ch.RefusedDeletes, ch.Delete...), nil
 		return ch
 	}
-	scope := plan.Scope{Path: "change", Owned: owned, Recent: e.guard.recent(), Pending: e.queue.pendingDeletions(ref)}
+	scope := plan.Scope{Path: "change", Owned: owned, Recent: e.guard.recent(), Pending: e.queue.pendingDeletions(ref, e.guard.inWindow)}
 	planned := append(ch.Delete[:0:0], ch.Delete...)
 	ch = e.guard.g.Check(ch, scope)
 	e.guard.add(planned)

@@ -142,15 +142,25 @@ type deletionGuard struct {
 
 	mu      sync.Mutex
 	weighed []weighed
+	refs    map[string]int // refs with deletions in weighed
 }
 
 type weighed struct {
 	at        time.Time
 	blueprint string
+	ref       string
 }
 
 func newDeletionGuard(g plan.Guard, window time.Duration) *deletionGuard {
-	return &deletionGuard{g: g, window: window}
+	return &deletionGuard{g: g, window: window, refs: map[string]int{}}
+}
+
+// inWindow reports whether ref's deletions were weighed in the window
+// already (so they are not counted again as announced).
+func (d *deletionGuard) inWindow(ref string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refs[ref] > 0
 }
 
 // recent counts the deletions of the window per blueprint.
@@ -160,6 +170,9 @@ func (d *deletionGuard) recent() map[string]int {
 	cut := time.Now().Add(-d.window)
 	i := 0
 	for i < len(d.weighed) && d.weighed[i].at.Before(cut) {
+		if d.refs[d.weighed[i].ref]--; d.refs[d.weighed[i].ref] <= 0 {
+			delete(d.refs, d.weighed[i].ref)
+		}
 		i++
 	}
 	d.weighed = d.weighed[i:]
@@ -175,6 +188,7 @@ func (d *deletionGuard) add(cs []plan.Change) {
 	defer d.mu.Unlock()
 	now := time.Now()
 	for _, c := range cs {
-		d.weighed = append(d.weighed, weighed{now, c.Blueprint})
+		d.weighed = append(d.weighed, weighed{now, c.Blueprint, c.Ref})
+		d.refs[c.Ref]++
 	}
 }

@@ -202,14 +202,20 @@ func (d *dispatcher) hasPending(ref string) bool {
 }
 
 // pendingDeletions counts refs whose newest queued change is a deletion,
-// other than except: deletions announced but not applied yet, which the
-// guard weighs together with the one at hand.
-func (d *dispatcher) pendingDeletions(except string) int {
+// other than except and those weighed already: deletions announced but not
+// weighed yet, which the guard weighs together with the one at hand.
+func (d *dispatcher) pendingDeletions(except string, weighed func(string) bool) int {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := 0
+	var refs []string
 	for r, p := range d.pending {
 		if p.newest.Deleted && r != except {
+			refs = append(refs, r)
+		}
+	}
+	d.mu.Unlock()
+	n := 0
+	for _, r := range refs {
+		if !weighed(r) {
 			n++
 		}
 	}

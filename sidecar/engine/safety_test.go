@@ -154,7 +154,14 @@ func TestChangePathDeletionGuard(t *testing.T) {
 	e.publish(changes...)
 	eventually(t, "the deletions to be handled", func() bool { return e.store.QueueDepth() == 0 })
 	if got := e.portTotal(); got != inPort {
-		t.Fatalf("the change path deleted %d of %d entities", inPort-got, inPort)
+		var missing []string
+		for _, r := range refs {
+			k := strings.SplitN(r, ":", 2)[0]
+			if _, ok := portEntity(e, k, r); !ok {
+				missing = append(missing, r)
+			}
+		}
+		t.Fatalf("the change path deleted %d of %d entities: %v", inPort-got, inPort, missing)
 	}
 	st, err := e.eng.Status(context.Background())
 	if err != nil {

@@ -486,6 +486,9 @@ func (r *Registry) deleteAll(ctx context.Context, dels []plan.Change) (map[strin
 		}
 		deleted, err := r.opts.Provider.BulkDelete(ctx, bp, ids, r.opts.DeleteDependents)
 		r.opts.OnPort(err)
+		if len(deleted) > 0 {
+			r.opts.Logger.Info("deleted in Port", "blueprint", bp, "identifiers", deleted)
+		}
 		r.metrics.deletes.WithLabelValues(bp).Add(float64(len(deleted)))
 		gone := map[string]bool{}
 		for _, id := range deleted {

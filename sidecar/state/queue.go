@@ -177,7 +177,9 @@ func decodeQueued(seq uint64, v []byte) (QueuedChange, error) {
 		if !json.Valid(r.b) {
 			return QueuedChange{}, fmt.Errorf("queue item %d (%s): %w: entity is not valid JSON", seq, c.Ref, errCorruptItem)
 		}
-		c.Entity = json.RawMessage(r.b)
+		// A copy: bbolt's value memory is only valid inside its
+		// transaction.
+		c.Entity = json.RawMessage(append([]byte(nil), r.b...))
 	}
 	return QueuedChange{Seq: seq, ReceivedAt: time.Unix(0, received), Change: c}, nil
 }
