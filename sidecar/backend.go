@@ -15,6 +15,7 @@ import (
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/server"
 	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/integration"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/state"
 )
@@ -23,7 +24,8 @@ import (
 // types to the engine's and back, so neither the engine nor the state
 // store sees generated proto types.
 type backend struct {
-	eng *engine.Engine
+	eng   *engine.Engine
+	integ *integration.Loop // nil when the integration is not registered
 }
 
 var _ server.Backend = backend{}

@@ -26,7 +26,7 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	mcfg, blueprints, err := loadMapping(cfg)
+	mcfg, blueprints, _, err := loadMapping(cfg)
 	if err != nil {
 		return err
 	}

@@ -62,13 +62,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serve runs the sidecar until ctx ends. ready, if not nil, is called with
 // the listener's address once it accepts connections.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(addr string)) error {
-	sc, err := build(ctx, cfg, log)
+	sc, err := build(ctx, cfg, log, buildOptions{})
 	if err != nil {
 		return err
 	}
 	defer sc.close()
 	srv, err := server.New(server.Config{Token: cfg.Server.Token, AllowNoAuth: cfg.Server.AllowNoAuth, MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Version: version.Version, Logger: log, Registry: sc.registry}, backend{sc.engine})
+		Version: version.Version, Logger: log, Registry: sc.registry}, backend{eng: sc.engine, integ: sc.integ})
 	if err != nil {
 		return err
 	}
@@ -84,6 +84,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 		engineErr = sc.engine.Run(ctx)
 		cancel()
 	})
+	if sc.integ != nil {
+		wg.Go(func() { sc.integ.Run(ctx) })
+	}
 	log.Info("portbridge serving", "listen", ln.Addr().String(), "version", version.String(), "state", cfg.State.Path,
 		"backstage", cfg.Backstage.BaseURL, "port", cfg.Port.BaseURL, "policy", cfg.Sync.Policy, "tls", cfg.Server.TLS.CertFile != "")
 	if ready != nil {

@@ -31,6 +31,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	once := fs.Bool("once", false, "run one full resync and exit; required. Exit codes: 0 done, 1 failed, 3 entities Port did not take, 4 deletions refused by the guard, 5 conflicts")
 	dryRun := fs.Bool("dry-run", false, "with --once: print the plan and write nothing to Port or the state file")
 	output := fs.String("output", "text", "with --dry-run: the plan as `text` or json")
+	ephemeral := fs.Bool("ephemeral-state", false, "use a fresh temporary state file instead of state.path and take ownership from Port's data-source listing (a CronJob beside the daemon); without it, a state.path that is locked by a running daemon, damaged or not writable falls back to the same")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,12 +46,17 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Format, cfg.Log.Level, cfg.Secrets())
-	sc, err := build(ctx, cfg, log)
+	sc, err := build(ctx, cfg, log, buildOptions{ephemeralState: *ephemeral, fallbackToTemp: true})
 	if err != nil {
 		return err
 	}
 	defer sc.close()
 	rep, err := sc.engine.RunOnce(ctx, *dryRun)
+	if sc.integ != nil {
+		// The resync state, event-log line and examples reach Port before
+		// the process ends.
+		sc.integ.Flush(ctx)
+	}
 	if rep == nil {
 		return err
 	}

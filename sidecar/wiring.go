@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,13 +17,15 @@ import (
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/config"
 	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/integration"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/port"
 	"github.com/portbridge/portbridge/sidecar/state"
 	"github.com/portbridge/portbridge/sidecar/version"
 )
 
-// sidecar is the wired product: state, clients, mapping and engine.
+// sidecar is the wired product: state, clients, mapping, engine and the
+// integration loop (nil when port.integration.register is off).
 type sidecar struct {
 	cfg      *config.Config
 	log      *slog.Logger
@@ -29,20 +34,35 @@ type sidecar struct {
 	port     *port.Client
 	catalog  *catalog.Client
 	engine   *engine.Engine
+	integ    *integration.Loop
+	// tempDir holds a temporary state file (one-shot runs without the
+	// daemon's file); removed by close.
+	tempDir string
+}
+
+// buildOptions tune build for a command.
+type buildOptions struct {
+	// ephemeralState uses a fresh temporary state file instead of
+	// state.path (ownership comes from Port).
+	ephemeralState bool
+	// fallbackToTemp uses a temporary state file when state.path cannot be
+	// used: locked by a running daemon, damaged, or in a directory that
+	// does not exist or is not writable (a CronJob beside the daemon).
+	fallbackToTemp bool
 }
 
 // build opens the state file and wires every part from cfg. Blueprint setup
 // talks to Port; a Port that cannot be reached is logged, not fatal (the
 // queue still accepts changes and the engine retries).
-func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar, error) {
+func build(ctx context.Context, cfg *config.Config, log *slog.Logger, bo buildOptions) (*sidecar, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	mcfg, blueprints, err := loadMapping(cfg)
+	mcfg, blueprints, mdoc, err := loadMapping(cfg)
 	if err != nil {
 		return nil, err
 	}
-	store, err := state.Open(cfg.State.Path, state.Options{})
+	store, tempDir, err := openState(cfg.State.Path, bo, log)
 	if err != nil {
 		return nil, err
 	}
@@ -50,6 +70,9 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 	defer func() {
 		if !ok {
 			_ = store.Close()
+			if tempDir != "" {
+				_ = os.RemoveAll(tempDir)
+			}
 		}
 	}()
 	pc, err := port.New(port.Config{BaseURL: cfg.Port.BaseURL, ClientID: cfg.Port.ClientID, ClientSecret: cfg.Port.ClientSecret,
@@ -70,19 +93,37 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 	}
 	// Blueprint setup needs Port; it runs when the engine starts, retried
 	// until Port answers, so a Port outage never stops the sidecar from
-	// accepting (and durably queueing) changes.
+	// accepting (and durably queueing) changes. With registration on, it
+	// also registers the integration and, with the mapping from Port,
+	// takes the mapping from the integration's config.
+	var integ *integration.Loop
 	prepare := func(ctx context.Context, dryRun bool) (engine.Mapper, []string, error) {
 		bps, toCreate, err := setupBlueprints(ctx, log, pc, blueprints, cfg.Mapping.InitializePortResources, dryRun)
 		if err != nil {
 			return nil, nil, err
 		}
+		if integ != nil {
+			fromPort, err := integ.Start(ctx, dryRun)
+			if err != nil {
+				return nil, nil, err
+			}
+			if fromPort != nil {
+				return fromPort, toCreate, nil
+			}
+		}
 		o := mopts
 		o.Blueprints = bps
 		m, err := mapping.New(mcfg, o)
+		if err == nil && integ != nil {
+			integ.UseMapping(m)
+		}
 		return m, toCreate, err
 	}
 	eng, err := engine.New(engine.Options{
-		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare,
+		Store: store, Catalog: cc, Port: pc, Mapper: mapper, Prepare: prepare, EphemeralState: tempDir != "",
+		OwnedInPort: func(ctx context.Context) iter.Seq2[port.Entity, error] {
+			return pc.ListDatasourceEntities(ctx, pc.OwnDatasource())
+		},
 		CompileMapping: func(doc []byte) (engine.Mapper, error) {
 			c, err := mapping.Load(doc, "request mapping")
 			if err != nil {
@@ -112,35 +153,130 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sidecar,
 	if err != nil {
 		return nil, err
 	}
+	if in := cfg.Port.Integration; in.Register {
+		integ, err = integration.New(integration.Options{Identifier: in.Identifier, Title: in.Title, Version: version.Version,
+			FromPort: cfg.Mapping.Source == config.MappingSourcePort, FileMapping: mdoc, PollInterval: in.PollInterval.D(),
+			SendExamples: in.SendRawDataExamples, Compile: portMappingCompiler(pc, mopts, in.Identifier), Logger: log}, pc, eng)
+		if err != nil {
+			return nil, err
+		}
+	}
 	ok = true
-	return &sidecar{cfg: cfg, log: log, registry: reg, store: store, port: pc, catalog: cc, engine: eng}, nil
+	return &sidecar{cfg: cfg, log: log, registry: reg, store: store, port: pc, catalog: cc, engine: eng, integ: integ, tempDir: tempDir}, nil
+}
+
+// openState opens state.path, or a fresh temporary file when bo asks for
+// one or allows falling back to one.
+func openState(path string, bo buildOptions, log *slog.Logger) (*state.Store, string, error) {
+	if !bo.ephemeralState {
+		store, err := state.Open(path, state.Options{})
+		if err == nil || !bo.fallbackToTemp {
+			return store, "", err
+		}
+		log.Warn("state.path cannot be used; this run uses a temporary state file and takes ownership from Port", "path", path, "reason", err)
+	}
+	dir, err := os.MkdirTemp("", "portbridge-state-")
+	if err != nil {
+		return nil, "", fmt.Errorf("create a temporary state file: %w", err)
+	}
+	store, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, "", err
+	}
+	return store, dir, nil
+}
+
+// portMappingCompiler builds mappers from an integration's config in Port,
+// checked against the blueprints as Port has them now; a wrong mapping's
+// error wraps integration.ErrInvalidMapping.
+func portMappingCompiler(pc *port.Client, mopts mapping.Options, id string) func(context.Context, map[string]any) (*mapping.Mapper, error) {
+	return func(ctx context.Context, doc map[string]any) (*mapping.Mapper, error) {
+		mc, err := mapping.LoadDocument(doc, fmt.Sprintf("integration %s config in Port", id))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
+		}
+		var inPort []port.Blueprint
+		for _, bp := range mc.ManagedBlueprints() {
+			got, err := pc.GetBlueprint(ctx, bp)
+			switch {
+			case err == nil:
+				inPort = append(inPort, *got)
+			case port.IsNotFound(err):
+			default:
+				return nil, fmt.Errorf("read blueprint %s from Port to check the mapping: %w", bp, err)
+			}
+		}
+		if err := mapping.CheckBlueprints(mc, inPort); err != nil {
+			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
+		}
+		o := mopts
+		o.Blueprints = withDefaults(inPort, mopts.Blueprints)
+		m, err := mapping.New(mc, o)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
+		}
+		return m, nil
+	}
+}
+
+// withDefaults is bps plus every blueprint of defaults bps lacks.
+func withDefaults(bps, defaults []port.Blueprint) []port.Blueprint {
+	out := slices.Clone(bps)
+	for _, d := range defaults {
+		if !slices.ContainsFunc(bps, func(b port.Blueprint) bool { return b.Identifier == d.Identifier }) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // loadMapping reads the mapping and blueprint files, or the embedded
-// defaults.
-func loadMapping(cfg *config.Config) (*mapping.Config, []port.Blueprint, error) {
+// defaults; it also returns the mapping as the JSON object Port keeps in an
+// integration's config.
+func loadMapping(cfg *config.Config) (*mapping.Config, []port.Blueprint, map[string]any, error) {
+	mcfg, blueprints, doc, err := loadMappingFiles(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	name := cfg.Mapping.File
+	if name == "" {
+		name = "default port-app-config"
+	}
+	obj, err := mapping.Document(doc, name)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("key mapping.file: %w", err)
+	}
+	return mcfg, blueprints, obj, nil
+}
+
+// loadMappingFiles reads the mapping and blueprint files, or the embedded
+// defaults, and returns the mapping document's bytes too.
+func loadMappingFiles(cfg *config.Config) (*mapping.Config, []port.Blueprint, []byte, error) {
 	mcfg := mapping.DefaultConfig()
+	doc := mapping.DefaultMappingYAML()
 	if cfg.Mapping.File != "" {
 		data, err := os.ReadFile(cfg.Mapping.File)
 		if err != nil {
-			return nil, nil, fmt.Errorf("key mapping.file: %w", err)
+			return nil, nil, nil, fmt.Errorf("key mapping.file: %w", err)
 		}
 		if mcfg, err = mapping.Load(data, cfg.Mapping.File); err != nil {
-			return nil, nil, fmt.Errorf("key mapping.file: %w", err)
+			return nil, nil, nil, fmt.Errorf("key mapping.file: %w", err)
 		}
+		doc = data
 	}
 	blueprints := mapping.DefaultBlueprints()
 	if cfg.Mapping.BlueprintsFile != "" {
 		data, err := os.ReadFile(cfg.Mapping.BlueprintsFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("key mapping.blueprintsFile: %w", err)
+			return nil, nil, nil, fmt.Errorf("key mapping.blueprintsFile: %w", err)
 		}
 		blueprints = nil
 		if err := json.Unmarshal(data, &blueprints); err != nil {
-			return nil, nil, fmt.Errorf("key mapping.blueprintsFile: %s: %w", cfg.Mapping.BlueprintsFile, err)
+			return nil, nil, nil, fmt.Errorf("key mapping.blueprintsFile: %s: %w", cfg.Mapping.BlueprintsFile, err)
 		}
 	}
-	return mcfg, blueprints, nil
+	return mcfg, blueprints, doc, nil
 }
 
 // setupBlueprints creates missing blueprints (when create is set) and
@@ -179,4 +315,12 @@ func setupBlueprints(ctx context.Context, log *slog.Logger, pc *port.Client, bps
 	return out, toCreate, nil
 }
 
-func (s *sidecar) close() error { return s.store.Close() }
+func (s *sidecar) close() error {
+	err := s.store.Close()
+	if s.tempDir != "" {
+		if rerr := os.RemoveAll(s.tempDir); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
