@@ -165,10 +165,10 @@ type runner struct {
 	mu          sync.Mutex
 	next        time.Time // when the timer starts the next resync; guarded by mu
 	verifyAfter bool      // guarded by mu
-	queued      *Report // requested, not started; guarded by mu
-	current     *Report // guarded by mu
-	last        *Report // guarded by mu
-	lastVerify  *Report // guarded by mu
+	queued      *Report   // requested, not started; guarded by mu
+	current     *Report   // guarded by mu
+	last        *Report   // guarded by mu
+	lastVerify  *Report   // guarded by mu
 	done        map[string]*Report
 }
 

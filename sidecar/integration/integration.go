@@ -121,8 +121,8 @@ type state struct {
 	lastPoll     time.Time
 	pollErr      string
 	reportErr    string
-	kinds        []mapping.Resource       // the resources of the mapping in force (example kinds)
-	examplesSent map[string]string        // kind → hash of the examples last sent
+	kinds        []mapping.Resource      // the resources of the mapping in force (example kinds)
+	examplesSent map[string]string       // kind → hash of the examples last sent
 	lastState    *port.ResyncStateUpdate // the last resync state reported
 }
 

@@ -23,17 +23,17 @@ var (
 
 // secretValues match values that look like credentials whatever their key.
 var secretValues = []*regexp.Regexp{
-	regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`),                        // PEM private keys
+	regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`),                           // PEM private keys
 	regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`), // JWTs
-	regexp.MustCompile(`\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}`),                    // GitHub tokens
-	regexp.MustCompile(`\bgithub_pat_[A-Za-z0-9_]{20,}`),                              // GitHub fine-grained tokens
-	regexp.MustCompile(`\bglpat-[A-Za-z0-9_-]{20,}`),                                  // GitLab tokens
-	regexp.MustCompile(`\bxox[abprs]-[A-Za-z0-9-]{10,}`),                              // Slack tokens
-	regexp.MustCompile(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`),                                 // AWS access key ids
-	regexp.MustCompile(`\bAIza[A-Za-z0-9_-]{35}`),                                     // Google API keys
-	regexp.MustCompile(`\bsk_(live|test)_[A-Za-z0-9]{16,}`),                           // Stripe secret keys
-	regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{16,}`),              // Authorization header values
-	regexp.MustCompile(`://[^/\s:@]+:[^/\s@]+@`),                                      // passwords in URLs
+	regexp.MustCompile(`\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}`),                     // GitHub tokens
+	regexp.MustCompile(`\bgithub_pat_[A-Za-z0-9_]{20,}`),                               // GitHub fine-grained tokens
+	regexp.MustCompile(`\bglpat-[A-Za-z0-9_-]{20,}`),                                   // GitLab tokens
+	regexp.MustCompile(`\bxox[abprs]-[A-Za-z0-9-]{10,}`),                               // Slack tokens
+	regexp.MustCompile(`\b(AKIA|ASIA)[A-Z0-9]{16}\b`),                                  // AWS access key ids
+	regexp.MustCompile(`\bAIza[A-Za-z0-9_-]{35}`),                                      // Google API keys
+	regexp.MustCompile(`\bsk_(live|test)_[A-Za-z0-9]{16,}`),                            // Stripe secret keys
+	regexp.MustCompile(`(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{16,}`),               // Authorization header values
+	regexp.MustCompile(`://[^/\s:@]+:[^/\s@]+@`),                                       // passwords in URLs
 }
 
 // uuidLike matches Backstage's uid format, which is not a secret.
