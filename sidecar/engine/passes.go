@@ -447,9 +447,13 @@ func (r *runner) waitQueueDrained(ctx context.Context, max time.Duration) {
 }
 
 // Resync runs one full resync now and returns its report; with dryRun it
-// only plans (no Port writes, no state writes). Run's registry must be
-// running (use RunOnce outside Run).
+// only plans (no Port writes, no state writes). It waits for Run's setup
+// (Prepare, the ownership rebuild); Run must be running (use RunOnce
+// outside Run).
 func (e *Engine) Resync(ctx context.Context, trigger string, dryRun bool) (*Report, error) {
+	if !e.waitPrepared(ctx) {
+		return nil, fmt.Errorf("resync: %w", context.Cause(ctx))
+	}
 	return e.passes.pass(ctx, newReport(trigger, false, dryRun), e.resync)
 }
 

@@ -59,8 +59,10 @@ type OwnershipState struct {
 	// Adopted counts the Port entities recorded for catalog entities,
 	// Changed those of them whose content in Port differs from the
 	// mapping (the next resync writes them), Orphans those no catalog
-	// entity produces (the next resync deletes them).
-	Adopted, Changed, Orphans int
+	// entity produces (the next resync deletes them), Bare those no catalog
+	// entity produces that hold no properties or relations (relation
+	// targets Port created, which the sidecar never owns: left alone).
+	Adopted, Changed, Orphans, Bare int
 }
 
 type ownership struct {
@@ -129,7 +131,7 @@ func (e *Engine) rebuildIfNeeded(ctx context.Context, dryRun bool) {
 	}
 	e.metrics.ownershipRebuilt.WithLabelValues("ok").Inc()
 	e.ownership.set(st)
-	e.log.Info("ownership rebuilt from Port", "adopted", st.Adopted, "changed", st.Changed, "orphans", st.Orphans)
+	e.log.Info("ownership rebuilt from Port", "adopted", st.Adopted, "changed", st.Changed, "orphans", st.Orphans, "bare_relation_targets", st.Bare)
 }
 
 // retryRebuild tries a failed rebuild again before a resync; if it still
@@ -206,20 +208,30 @@ func (e *Engine) rebuildOwnership(ctx context.Context) (OwnershipState, error) {
 	now := time.Now().Truncate(time.Millisecond)
 	outputs := map[string][]state.Output{}
 	st := OwnershipState{State: "rebuilt", At: now}
+	// When Port took them is unknown: the epoch, so that a resync that is
+	// already running counts them as owned before it started.
+	pushed := time.UnixMilli(0)
 	for k, have := range inPort {
 		cs := claims[k]
+		if len(cs) == 0 && have.bare {
+			// A bare entity nobody produces: a relation target Port created
+			// (createMissingRelatedEntities), which the sidecar never owns.
+			st.Bare++
+			continue
+		}
 		if len(cs) == 0 {
-			outputs[orphanRef(k)] = []state.Output{{Key: state.Key(k), Hash: nonZero(have), PushedAt: now}}
+			outputs[orphanRef(k)] = []state.Output{{Key: state.Key(k), Hash: nonZero(have.hash), PushedAt: pushed}}
 			st.Orphans++
+			e.log.Debug("ownership rebuild: no catalog entity produces this Port entity of ours; the next resync deletes it", "blueprint", k.Blueprint, "identifier", k.Identifier)
 			continue
 		}
 		slices.SortFunc(cs, func(a, b claim) int { return strings.Compare(a.ref, b.ref) })
 		for i, c := range cs {
-			o := state.Output{Key: state.Key(k), PushedAt: now} // losers of a conflict only claim it (hash 0)
+			o := state.Output{Key: state.Key(k), PushedAt: pushed} // losers of a conflict only claim it (hash 0)
 			if i == 0 {
 				o.Hash = c.hash
-				if c.content != have {
-					o.Hash = differentHash(have, c.hash)
+				if c.content != have.hash {
+					o.Hash = differentHash(have.hash, c.hash)
 					st.Changed++
 				}
 				st.Adopted++
@@ -233,15 +245,29 @@ func (e *Engine) rebuildOwnership(ctx context.Context) (OwnershipState, error) {
 	if err := e.opts.Store.PutMeta(metaRebuildPending, nil); err != nil {
 		return OwnershipState{}, fmt.Errorf("clear the ownership rebuild mark in the state file: %w", err)
 	}
-	st.Detail = fmt.Sprintf("%d Port entities of this data source adopted (%d to be rewritten), %d orphans to be deleted", st.Adopted, st.Changed, st.Orphans)
+	st.Detail = fmt.Sprintf("%d Port entities of this data source adopted (%d to be rewritten), %d orphans to be deleted, %d bare relation targets left alone",
+		st.Adopted, st.Changed, st.Orphans, st.Bare)
 	return st, nil
+}
+
+// ported is what the rebuild knows of one Port entity of ours.
+type ported struct {
+	hash uint64 // contentHash of what Port holds
+	bare bool   // no property or relation values
+}
+
+func portedOf(ent port.Entity) ported {
+	n := normalEntity(ent)
+	_, props := n["properties"]
+	_, rels := n["relations"]
+	return ported{hash: contentHash(ent), bare: !props && !rels}
 }
 
 // listOwned reads this installation's entities from Port with the content
 // hash of each. Where the listing carries no content (neither properties
 // nor relations), the blueprint is read through the search API instead.
-func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]uint64, error) {
-	inPort := map[plan.Key]uint64{}
+func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]ported, error) {
+	inPort := map[plan.Key]ported{}
 	bare := map[string]bool{}
 	for ent, err := range e.opts.OwnedInPort(ctx) {
 		if err != nil {
@@ -253,7 +279,7 @@ func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]uint64, error) {
 			continue
 		}
 		k := plan.Key{Blueprint: ent.Blueprint, Identifier: id}
-		inPort[k] = contentHash(ent)
+		inPort[k] = portedOf(ent)
 		if ent.Properties == nil && ent.Relations == nil {
 			bare[ent.Blueprint] = true
 		}
@@ -267,7 +293,7 @@ func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]uint64, error) {
 			id, _ := ent.Identifier.(string)
 			k := plan.Key{Blueprint: bp, Identifier: id}
 			if _, ours := inPort[k]; ours {
-				inPort[k] = contentHash(ent)
+				inPort[k] = portedOf(ent)
 			}
 		}
 	}
@@ -276,7 +302,7 @@ func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]uint64, error) {
 
 // claimsInCatalog maps the whole catalog and returns, for every key of
 // inPort, the catalog entities producing it. The scan must be complete.
-func (e *Engine) claimsInCatalog(ctx context.Context, inPort map[plan.Key]uint64) (map[plan.Key][]claim, error) {
+func (e *Engine) claimsInCatalog(ctx context.Context, inPort map[plan.Key]ported) (map[plan.Key][]claim, error) {
 	claims := map[plan.Key][]claim{}
 	var stats catalog.ScanStats
 	receivedBefore := e.received()
