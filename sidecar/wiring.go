@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,7 +155,7 @@ func build(ctx context.Context, cfg *config.Config, log *slog.Logger, bo buildOp
 	if in := cfg.Port.Integration; in.Register {
 		integ, err = integration.New(integration.Options{Identifier: in.Identifier, Title: in.Title, Version: version.Version,
 			FromPort: cfg.Mapping.Source == config.MappingSourcePort, FileMapping: mdoc, PollInterval: in.PollInterval.D(),
-			SendExamples: in.SendRawDataExamples, Compile: portMappingCompiler(pc, mopts, in.Identifier), Logger: log}, pc, eng)
+			SendExamples: in.SendRawDataExamples, Compile: integration.Compiler(pc, mopts, in.Identifier), Logger: log}, pc, eng)
 		if err != nil {
 			return nil, err
 		}
@@ -185,50 +184,6 @@ func openState(path string, bo buildOptions, log *slog.Logger) (*state.Store, st
 		return nil, "", err
 	}
 	return store, dir, nil
-}
-
-// portMappingCompiler builds mappers from an integration's config in Port,
-// checked against the blueprints as Port has them now; a wrong mapping's
-// error wraps integration.ErrInvalidMapping.
-func portMappingCompiler(pc *port.Client, mopts mapping.Options, id string) func(context.Context, map[string]any) (*mapping.Mapper, error) {
-	return func(ctx context.Context, doc map[string]any) (*mapping.Mapper, error) {
-		mc, err := mapping.LoadDocument(doc, fmt.Sprintf("integration %s config in Port", id))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
-		}
-		var inPort []port.Blueprint
-		for _, bp := range mc.ManagedBlueprints() {
-			got, err := pc.GetBlueprint(ctx, bp)
-			switch {
-			case err == nil:
-				inPort = append(inPort, *got)
-			case port.IsNotFound(err):
-			default:
-				return nil, fmt.Errorf("read blueprint %s from Port to check the mapping: %w", bp, err)
-			}
-		}
-		if err := mapping.CheckBlueprints(mc, inPort); err != nil {
-			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
-		}
-		o := mopts
-		o.Blueprints = withDefaults(inPort, mopts.Blueprints)
-		m, err := mapping.New(mc, o)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", integration.ErrInvalidMapping, err)
-		}
-		return m, nil
-	}
-}
-
-// withDefaults is bps plus every blueprint of defaults bps lacks.
-func withDefaults(bps, defaults []port.Blueprint) []port.Blueprint {
-	out := slices.Clone(bps)
-	for _, d := range defaults {
-		if !slices.ContainsFunc(bps, func(b port.Blueprint) bool { return b.Identifier == d.Identifier }) {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 // loadMapping reads the mapping and blueprint files, or the embedded

@@ -106,6 +106,10 @@ func (l *Loop) checkConfig(ctx context.Context, cfg map[string]any) {
 	h := hashConfig(cfg)
 	l.mu.Lock()
 	known := h == l.st.applied || h == l.st.refused
+	if h == l.st.applied {
+		// Back to the mapping in force (a refused edit was undone).
+		l.st.refused, l.st.mappingErr = "", ""
+	}
 	l.mu.Unlock()
 	if known {
 		return
