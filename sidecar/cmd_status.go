@@ -223,6 +223,14 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 		}
 		row("Owned entities", strings.Join(parts, ", "))
 	}
+	if o := st.GetOwnership(); o != nil {
+		line := o.GetState()
+		if o.GetAt() != nil {
+			line += " at " + stamp(o.GetAt())
+		}
+		row("Ownership", line, o.GetDetail())
+	}
+	printIntegration(row, st.GetPortIntegration(), now)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
@@ -258,6 +266,39 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 		}
 	}
 	return nil
+}
+
+// printIntegration adds the integration's rows.
+func printIntegration(row func(...string), in *portbridgev1.PortIntegrationStatus, now time.Time) {
+	if in == nil {
+		row("Port integration", "not registered (port.integration.register: false)")
+		return
+	}
+	reg := "not registered"
+	if in.GetRegistered() {
+		reg = "registered " + stamp(in.GetRegisteredAt())
+	}
+	row("Port integration", in.GetIdentifier(), reg, "mapping from "+in.GetMappingSource(), "fingerprint "+orDash(in.GetMappingFingerprint()))
+	if e := in.GetRegistrationError(); e != "" {
+		row("", "registration error", e)
+	}
+	if e := in.GetMappingError(); e != "" {
+		row("", "mapping refused", e)
+	}
+	poll := "never"
+	if in.GetLastPoll() != nil {
+		poll = fmt.Sprintf("%s (%s ago)", stamp(in.GetLastPoll()), ago(now, in.GetLastPoll()))
+	}
+	row("", "last poll", poll, orDash(in.GetLastPollError()))
+	if in.GetLastResyncRequest() != nil {
+		row("", "last resync request", stamp(in.GetLastResyncRequest()))
+	}
+	if len(in.GetExampleKinds()) > 0 {
+		row("", "raw examples", strings.Join(in.GetExampleKinds(), ", "))
+	}
+	if e := in.GetLastReportError(); e != "" {
+		row("", "last report error", e)
+	}
 }
 
 // printPass writes one resync or verify pass with its counts per kind.
