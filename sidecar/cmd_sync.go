@@ -90,14 +90,22 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 	}
-	code := rep.ExitCode()
+	return exitFor(rep.ExitCode(), err)
+}
+
+// exitFor is the command's error for a pass's exit code (engine.ExitCode's
+// rules) and error: nil for 0 without an error; an error alone exits 1.
+func exitFor(code int, err error) error {
 	if code == 0 && err == nil {
 		return nil
 	}
 	why := map[int]string{engine.ExitFailed: "the resync failed", engine.ExitEntityFailures: "entities failed", engine.ExitRefused: "deletions refused by the guard",
 		engine.ExitConflicts: "conflicting entities"}[code]
 	if err != nil {
-		why += ": " + strings.TrimSpace(err.Error())
+		if why != "" {
+			why += ": "
+		}
+		why += strings.TrimSpace(err.Error())
 	}
 	if code == 0 {
 		code = engine.ExitFailed

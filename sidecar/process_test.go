@@ -58,6 +58,7 @@ type childEnv struct {
 	catalogURL, portURL string
 	statePath           string
 	resyncOnStart       bool
+	extraEnv            []string // PORTBRIDGE_* overrides
 }
 
 func freeAddr(t *testing.T) string {
@@ -107,7 +108,7 @@ log:
 	}
 	c.cmd = exec.Command(bin, "serve", "--config", c.config)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.Env = append(os.Environ(), "PORTBRIDGE_PORT_MAX_CONCURRENCY=4")
+	c.cmd.Env = append(append(os.Environ(), "PORTBRIDGE_PORT_MAX_CONCURRENCY=4"), env.extraEnv...)
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
