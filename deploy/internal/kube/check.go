@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -89,6 +90,9 @@ func newIndex(objs []Object, ext External) (*index, []error) {
 			}
 		case *corev1.Pod:
 			ix.workloads = append(ix.workloads, workload{o, v.Labels, &v.Spec})
+		case *batchv1.CronJob:
+			t := &v.Spec.JobTemplate.Spec.Template
+			ix.workloads = append(ix.workloads, workload{o, t.Labels, &t.Spec})
 		}
 	}
 	return ix, errs
