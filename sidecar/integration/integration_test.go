@@ -376,9 +376,18 @@ func TestResyncRequestFromPort(t *testing.T) {
 	r := newRig(t, "1.0.0")
 	r.waitStates("the start resync", 0, "running", "completed")
 	n := len(r.record().ResyncStateHistory)
+	before := r.emu.Requests()
 	r.loop.Poll(context.Background())
+	after := r.emu.Requests()
 	if len(r.record().ResyncStateHistory) != n {
 		t.Fatal("a poll without a new request started a resync")
+	}
+	// The polling cost the README states: two GETs per poll (the reports
+	// of the start resync may still be on their way, so routes are
+	// counted, not the total).
+	if after.ByRoute["GET /v1/integration/{id}"]-before.ByRoute["GET /v1/integration/{id}"] != 1 ||
+		after.ByRoute["GET /v1/integration/{id}/resync-request"]-before.ByRoute["GET /v1/integration/{id}/resync-request"] != 1 {
+		t.Fatalf("a quiet poll: before %v after %v", before.ByRoute, after.ByRoute)
 	}
 	if _, err := r.emu.RequestResync(id); err != nil {
 		t.Fatal(err)
@@ -396,9 +405,7 @@ func TestResyncRequestFromPort(t *testing.T) {
 		t.Fatal("request not recorded")
 	}
 	// Every finished resync leaves a summary line in the event log.
-	if logs := fmt.Sprint(r.record().Logs); strings.Count(logs, "resync resync-") < 2 {
-		t.Fatalf("event log %s", logs)
-	}
+	eventually(t, "two summary lines in the event log", func() bool { return strings.Count(fmt.Sprint(r.record().Logs), "resync resync-") == 2 })
 }
 
 // Raw examples reach Port per kind of the mapping, at most 5 each, with
@@ -408,7 +415,10 @@ func TestRawExamples(t *testing.T) {
 	r := newRig(t, "1.0.0")
 	r.waitStates("the start resync", 0, "running", "completed")
 	var rec porttest.IntegrationRecord
-	eventually(t, "examples", func() bool { rec = r.record(); return len(rec.Examples["component"]) > 0 })
+	eventually(t, "examples", func() bool {
+		rec = r.record()
+		return len(rec.Examples["component"]) > 0 && len(rec.Examples["API"]) > 0 && len(rec.Examples["resource"]) > 0 && len(rec.Examples["location"]) > 0
+	})
 	for kind, exs := range rec.Examples {
 		if len(exs) == 0 || len(exs) > engine.ExamplesPerKind {
 			t.Errorf("kind %s: %d examples", kind, len(exs))
