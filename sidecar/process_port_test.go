@@ -52,6 +52,21 @@ func newSteerRig(t *testing.T, n int, extraEnv ...string) *steerRig {
 		statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true, extraEnv: extraEnv}}
 }
 
+// startSteered is the common start of these tests: a rig with n catalog
+// entities and the daemon after its first resync.
+func startSteered(t *testing.T, n int, extraEnv ...string) (*steerRig, *child) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	r := newSteerRig(t, n, extraEnv...)
+	start := time.Now()
+	c := startChild(t, r.env)
+	waitResync(t, c, start)
+	return r, c
+}
+
 // waitResync waits for a resync that started after since to finish, and
 // returns it.
 func waitResync(t *testing.T, c *child, since time.Time) *portbridgev1.ResyncStatus {
@@ -70,17 +85,6 @@ func waitResync(t *testing.T, c *child, since time.Time) *portbridgev1.ResyncSta
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// entityWrites counts the Port requests that change entities.
-func entityWrites(emu *porttest.Emulator) int {
-	n := 0
-	for route, c := range emu.Requests().ByRoute {
-		if strings.Contains(route, "/entities") && !strings.Contains(route, "search") && !strings.Contains(route, "datasource") {
-			n += c
-		}
-	}
-	return n
 }
 
 func (r *steerRig) run(args ...string) (string, int) {
@@ -102,14 +106,7 @@ func stopChild(t *testing.T, c *child) {
 // A mapping edited in Port reaches the running binary within a poll: only
 // the entities whose output changed are written, no restart.
 func TestProcessMappingEditedInPort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	t.Parallel()
-	r := newSteerRig(t, 60, "PORTBRIDGE_MAPPING_SOURCE=port", "PORTBRIDGE_PORT_INTEGRATION_POLL_INTERVAL=1s")
-	start := time.Now()
-	c := startChild(t, r.env)
-	waitResync(t, c, start)
+	r, c := startSteered(t, 60, "PORTBRIDGE_MAPPING_SOURCE=port", "PORTBRIDGE_PORT_INTEGRATION_POLL_INTERVAL=1s")
 	rec, ok := r.emu.Integration("portbridge")
 	if !ok || rec.InstallationAppType != "portbridge" || len(rec.Config) == 0 {
 		t.Fatalf("integration %+v", rec)
@@ -126,7 +123,7 @@ func TestProcessMappingEditedInPort(t *testing.T) {
 			m["port"].(map[string]any)["entity"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any)["description"] = `.metadata.description + " (from Port)"`
 		}
 	}
-	writes := entityWrites(r.emu)
+	writes := r.emu.Requests().EntityWrites
 	edited := time.Now()
 	if _, err := r.emu.EditIntegrationConfig("portbridge", cfg); err != nil {
 		t.Fatal(err)
@@ -136,7 +133,7 @@ func TestProcessMappingEditedInPort(t *testing.T) {
 	if rep.GetTotals().GetPushed() != uint64(components) || rep.GetPerKind()["component"].GetPushed() != uint64(components) {
 		t.Fatalf("the mapping's resync pushed %d (components %d): %v", rep.GetTotals().GetPushed(), components, rep.GetPerKind())
 	}
-	if w, want := entityWrites(r.emu)-writes, (components+19)/20; w != want {
+	if w, want := r.emu.Requests().EntityWrites-writes, (components+19)/20; w != want {
 		t.Fatalf("%d entity writes for %d changed components, want %d", w, components, want)
 	}
 	t.Logf("mapping edited in Port: %d components rewritten in %d bulk requests, %s after the edit (poll interval 1s)", components, (components+19)/20, took.Round(time.Millisecond))
@@ -158,14 +155,7 @@ func (r *steerRig) record(id string) porttest.IntegrationRecord {
 // `portbridge resync --wait` asks the running daemon and exits as `sync
 // --once` does.
 func TestProcessResyncWait(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	t.Parallel()
-	r := newSteerRig(t, 40)
-	start := time.Now()
-	c := startChild(t, r.env)
-	waitResync(t, c, start)
+	r, c := startSteered(t, 40)
 	conn := []string{"--addr", c.url, "--token", c.token}
 
 	out, code := r.run(append([]string{"resync", "--wait"}, conn...)...)
@@ -225,25 +215,18 @@ func waitIdle(t *testing.T, c *child) {
 // write for an unchanged catalog, deletes what the catalog lost, and
 // never touches another data source's entities.
 func TestProcessSyncOnceBesideTheDaemon(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	t.Parallel()
-	r := newSteerRig(t, 50)
-	start := time.Now()
-	c := startChild(t, r.env)
-	waitResync(t, c, start)
+	r, c := startSteered(t, 50)
 	if _, err := r.emu.PutEntity("component", port.Entity{Identifier: "foreign", Title: "Not ours"}, "someone-else", false); err != nil {
 		t.Fatal(err)
 	}
 	// The same config as the daemon's: its state.path is locked.
 	cfg := c.config
-	writes := entityWrites(r.emu)
+	writes := r.emu.Requests().EntityWrites
 	out, code := r.run("sync", "--once", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "temporary state file") || !strings.Contains(out, "pushed 0") {
 		t.Fatalf("sync --once beside the daemon: exit %d\n%s", code, out)
 	}
-	if w := entityWrites(r.emu) - writes; w != 0 {
+	if w := r.emu.Requests().EntityWrites - writes; w != 0 {
 		t.Fatalf("sync --once on an unchanged catalog made %d entity writes", w)
 	}
 	// An entity removed from the catalog (the daemon was not told).
@@ -257,12 +240,12 @@ func TestProcessSyncOnceBesideTheDaemon(t *testing.T) {
 	if err := r.cat.Delete(removed); err != nil {
 		t.Fatal(err)
 	}
-	writes = entityWrites(r.emu)
+	writes = r.emu.Requests().EntityWrites
 	out, code = r.run("sync", "--once", "--ephemeral-state", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "deleted 1") || !strings.Contains(out, "pushed 0") {
 		t.Fatalf("sync --once --ephemeral-state: exit %d\n%s", code, out)
 	}
-	if w := entityWrites(r.emu) - writes; w != 1 {
+	if w := r.emu.Requests().EntityWrites - writes; w != 1 {
 		t.Fatalf("%d entity writes, want 1 (the delete)", w)
 	}
 	if _, ok := r.emu.Entity("component", removed); ok {
@@ -281,14 +264,7 @@ func TestProcessSyncOnceBesideTheDaemon(t *testing.T) {
 // no write for the unchanged entities, and the one removed meanwhile is
 // still deleted.
 func TestProcessLostStateFileRebuiltFromPort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	t.Parallel()
-	r := newSteerRig(t, 50)
-	start := time.Now()
-	c := startChild(t, r.env)
-	waitResync(t, c, start)
+	r, c := startSteered(t, 50)
 	stopChild(t, c)
 	if err := os.Remove(r.env.statePath); err != nil {
 		t.Fatal(err)
@@ -297,14 +273,14 @@ func TestProcessLostStateFileRebuiltFromPort(t *testing.T) {
 	if err := r.cat.Delete(removed); err != nil {
 		t.Fatal(err)
 	}
-	writes := entityWrites(r.emu)
+	writes := r.emu.Requests().EntityWrites
 	restarted := time.Now()
 	c2 := startChild(t, r.env)
 	rep := waitResync(t, c2, restarted)
 	if rep.GetTotals().GetPushed() != 0 || rep.GetTotals().GetDeleted() != 1 || rep.GetState() != "succeeded" {
 		t.Fatalf("first resync after losing the state file: %v (%s)", rep.GetTotals(), rep.GetDeletionsSkippedReason())
 	}
-	if w := entityWrites(r.emu) - writes; w != 1 {
+	if w := r.emu.Requests().EntityWrites - writes; w != 1 {
 		t.Fatalf("%d entity writes, want 1 (the delete)", w)
 	}
 	st, err := c2.client().GetStatus(context.Background())

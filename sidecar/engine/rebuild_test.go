@@ -43,7 +43,7 @@ func TestOwnershipRebuiltFromPort(t *testing.T) {
 	e.withPortOwnership()
 	e.start()
 
-	bulk, writes := e.bulkRequests(), e.entityWrites()
+	bulk, writes := e.bulkRequests(), e.portEmu.Requests().EntityWrites
 	rep := e.resync()
 	own := e.eng.Ownership()
 	if own.State != "rebuilt" || own.Changed != 1 || own.Orphans != 1 || own.Adopted == 0 {
@@ -52,7 +52,7 @@ func TestOwnershipRebuiltFromPort(t *testing.T) {
 	if rep.Totals.Pushed != 1 || rep.Totals.Deleted != 1 || rep.Totals.Failed != 0 || rep.ExitCode() != 0 {
 		t.Fatalf("first resync after the rebuild: %+v (%s) exit %d", rep.Totals, rep.DeletionsSkipped, rep.ExitCode())
 	}
-	if b, w := e.bulkRequests()-bulk, e.entityWrites()-writes; b != 1 || w != 2 {
+	if b, w := e.bulkRequests()-bulk, e.portEmu.Requests().EntityWrites-writes; b != 1 || w != 2 {
 		t.Fatalf("%d bulk upserts and %d entity writes, want 1 and 2 (the edited entity, the removed one's delete)", b, w)
 	}
 	if pe, _ := portEntity(e, "component", edited); pe.Properties["description"] == "edited in Port" {
@@ -64,9 +64,9 @@ func TestOwnershipRebuiltFromPort(t *testing.T) {
 	if _, ok := portEntity(e, "component", "not-ours"); !ok {
 		t.Error("another data source's entity was deleted")
 	}
-	writes = e.entityWrites()
-	if rep := e.resync(); rep.Totals.Pushed+rep.Totals.Deleted != 0 || e.entityWrites() != writes {
-		t.Fatalf("second resync: %+v, %d writes", rep.Totals, e.entityWrites()-writes)
+	writes = e.portEmu.Requests().EntityWrites
+	if rep := e.resync(); rep.Totals.Pushed+rep.Totals.Deleted != 0 || e.portEmu.Requests().EntityWrites != writes {
+		t.Fatalf("second resync: %+v, %d writes", rep.Totals, e.portEmu.Requests().EntityWrites-writes)
 	}
 	if st := e.eng.Ownership(); st.State != "rebuilt" {
 		t.Fatalf("state %+v", st)

@@ -154,18 +154,6 @@ func (e *env) freshState() {
 	e.store, e.opts.Store = st, st
 }
 
-// entityWrites counts Port requests that change entities (not the
-// integration's own routes).
-func (e *env) entityWrites() int {
-	n := 0
-	for route, c := range e.portEmu.Requests().ByRoute {
-		if strings.Contains(route, "/entities") && !strings.Contains(route, "search") && !strings.Contains(route, "datasource") {
-			n += c
-		}
-	}
-	return n
-}
-
 // Passes lists the recent passes oldest first, with the verify pass that
 // follows a resync requested with verify.
 func TestPassesFollowing(t *testing.T) {

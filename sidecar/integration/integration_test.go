@@ -206,17 +206,6 @@ func secretResource() catalog.Entity {
 			"deployKey": "plain", "notes": "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 inside"}}
 }
 
-// entityWrites counts Port requests that write entities.
-func (r *rig) entityWrites() int {
-	n := 0
-	for route, c := range r.emu.Requests().ByRoute {
-		if strings.Contains(route, "/entities") && !strings.Contains(route, "search") && !strings.Contains(route, "datasource") {
-			n += c
-		}
-	}
-	return n
-}
-
 // At start the integration is created with our own type, version, title
 // and the file mapping as its config; a later version patches it; an
 // integration of another type is never taken over.
@@ -297,7 +286,7 @@ func TestMappingFromPort(t *testing.T) {
 	before := r.loop.Status().MappingFingerprint
 	cfg := r.record().Config
 	edit(t, cfg, "component", "description", `.metadata.description + " (from Port)"`)
-	writes, bulk := r.entityWrites(), r.emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]
+	writes, bulk := r.emu.Requests().EntityWrites, r.emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]
 	n := r.states()
 	if _, err := r.emu.EditIntegrationConfig(id, cfg); err != nil {
 		t.Fatal(err)
@@ -307,8 +296,8 @@ func TestMappingFromPort(t *testing.T) {
 	if st := r.loop.Status(); st.MappingFingerprint == before || st.MappingError != "" {
 		t.Fatalf("status after the edit: %+v", st)
 	}
-	if got, want := r.emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]-bulk, (components+19)/20; got != want || r.entityWrites()-writes != want {
-		t.Fatalf("%d bulk upserts (%d entity writes) for %d changed components, want %d", got, r.entityWrites()-writes, components, want)
+	if got, want := r.emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]-bulk, (components+19)/20; got != want || r.emu.Requests().EntityWrites-writes != want {
+		t.Fatalf("%d bulk upserts (%d entity writes) for %d changed components, want %d", got, r.emu.Requests().EntityWrites-writes, components, want)
 	}
 	pe, _ := r.emu.Entity("component", "component:default/artist-lookup")
 	if d, _ := pe.Entity.Properties["description"].(string); !strings.HasSuffix(d, " (from Port)") {
@@ -322,7 +311,7 @@ func TestMappingFromPort(t *testing.T) {
 	// An edit naming a property the blueprint lacks is refused.
 	applied := r.loop.Status().MappingFingerprint
 	edit(t, cfg, "component", "colour", `.spec.colour`)
-	writes = r.entityWrites()
+	writes = r.emu.Requests().EntityWrites
 	n = r.states()
 	if _, err := r.emu.EditIntegrationConfig(id, cfg); err != nil {
 		t.Fatal(err)
@@ -338,7 +327,7 @@ func TestMappingFromPort(t *testing.T) {
 	}
 	// The resync request the edit made ran with the previous mapping:
 	// nothing changed.
-	if w := r.entityWrites() - writes; w != 0 {
+	if w := r.emu.Requests().EntityWrites - writes; w != 0 {
 		t.Fatalf("%d entity writes after a refused mapping", w)
 	}
 	// Polling the same bad config again reports nothing new.
@@ -471,13 +460,13 @@ func TestFileMappingIgnoresEdits(t *testing.T) {
 	if _, err := r.emu.EditIntegrationConfig(id, cfg); err != nil {
 		t.Fatal(err)
 	}
-	writes, n := r.entityWrites(), r.states()
+	writes, n := r.emu.Requests().EntityWrites, r.states()
 	r.loop.Poll(context.Background())
 	if !strings.Contains(fmt.Sprint(r.record().Logs), "mapping.source is file") {
 		t.Fatalf("event log %v", r.record().Logs)
 	}
 	r.waitStates("the resync the edit requested", n, "running", "completed")
-	if w := r.entityWrites() - writes; w != 0 {
+	if w := r.emu.Requests().EntityWrites - writes; w != 0 {
 		t.Fatalf("%d entity writes after an ignored edit", w)
 	}
 }

@@ -442,7 +442,7 @@ func steeredFromPort(t *testing.T, emu *porttest.Emulator, sc *sidecar, bs *back
 	if err != nil {
 		t.Fatalf("the catalog did not drop %s: %v", gone.name, err)
 	}
-	writes := entityWrites(emu)
+	writes := emu.Requests().EntityWrites
 	sc.start()
 	deadline = time.Now().Add(90 * time.Second)
 	for {
@@ -470,10 +470,10 @@ func steeredFromPort(t *testing.T, emu *porttest.Emulator, sc *sidecar, bs *back
 	if o := st.GetOwnership(); o.GetState() != "rebuilt" || o.GetAdopted() == 0 {
 		t.Errorf("ownership after losing the state file: %v", o)
 	}
-	if w := entityWrites(emu) - writes; w != 1 {
+	if w := emu.Requests().EntityWrites - writes; w != 1 {
 		t.Errorf("%d entity writes after the state file was lost, want 1 (the delete of %s)", w, gone.portID())
 	}
-	t.Logf("state file lost: ownership %s (%s); %d entity write", st.GetOwnership().GetState(), st.GetOwnership().GetDetail(), entityWrites(emu)-writes)
+	t.Logf("state file lost: ownership %s (%s); %d entity write", st.GetOwnership().GetState(), st.GetOwnership().GetDetail(), emu.Requests().EntityWrites-writes)
 }
 
 // waitStates waits until the integration's resync-state history grew past
@@ -496,17 +496,6 @@ func waitStates(t *testing.T, emu *porttest.Emulator, n int, timeout time.Durati
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// entityWrites counts the Port requests that change entities.
-func entityWrites(emu *porttest.Emulator) int {
-	n := 0
-	for route, c := range emu.Requests().ByRoute {
-		if strings.Contains(route, "/entities") && !strings.Contains(route, "search") && !strings.Contains(route, "datasource") {
-			n += c
-		}
-	}
-	return n
 }
 
 // logLatencies prints the latency summary lines the issue asks for.
