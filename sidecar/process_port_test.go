@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -25,12 +24,11 @@ import (
 
 // steerRig is a catalog and a Port emulator for one process test.
 type steerRig struct {
-	t       *testing.T
-	cat     *catalogtest.Emulator
-	emu     *porttest.Emulator
-	env     childEnv
-	bin     string
-	started time.Time
+	t   *testing.T
+	cat *catalogtest.Emulator
+	emu *porttest.Emulator
+	env childEnv
+	bin string
 }
 
 func newSteerRig(t *testing.T, n int, extraEnv ...string) *steerRig {
@@ -292,6 +290,6 @@ func TestProcessLostStateFileRebuiltFromPort(t *testing.T) {
 	}
 	kind, _, _ := strings.Cut(removed, ":")
 	if _, ok := r.emu.Entity(kind, removed); ok {
-		t.Fatal(fmt.Sprintf("%s removed from the catalog is still in Port", removed))
+		t.Fatalf("%s removed from the catalog is still in Port", removed)
 	}
 }

@@ -255,7 +255,7 @@ func TestRegistration(t *testing.T) {
 	if _, err := loop.Start(context.Background(), false); !errors.Is(err, integration.ErrForeignIntegration) {
 		t.Fatalf("foreign integration: %v", err)
 	}
-	if rec, _ := r.emu.Integration("ocean-bs"); rec.Version != "0.2.57" || rec.Config != nil && len(rec.Config) > 0 {
+	if rec, _ := r.emu.Integration("ocean-bs"); rec.Version != "0.2.57" || len(rec.Config) > 0 {
 		t.Fatalf("the foreign integration was changed: %+v", rec)
 	}
 }
