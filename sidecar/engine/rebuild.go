@@ -201,9 +201,11 @@ func (e *Engine) rebuildOwnership(ctx context.Context) (OwnershipState, error) {
 			delete(inPort, k) // already recorded (written since the state file was lost)
 		}
 	}
-	claims, err := e.claimsInCatalog(ctx, inPort)
-	if err != nil {
-		return OwnershipState{}, err
+	var claims map[plan.Key][]claim
+	if len(inPort) > 0 { // nothing of ours in Port (a first start): no need to read the catalog
+		if claims, err = e.claimsInCatalog(ctx, inPort); err != nil {
+			return OwnershipState{}, err
+		}
 	}
 	now := time.Now().Truncate(time.Millisecond)
 	outputs := map[string][]state.Output{}
