@@ -80,12 +80,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	defer cancel()
 	var wg sync.WaitGroup
 	var engineErr error
+	// The integration loop stops after the engine, so the end of a resync
+	// cut short by the shutdown still reaches Port.
+	ictx, stopInteg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInteg()
 	wg.Go(func() {
 		engineErr = sc.engine.Run(ctx)
 		cancel()
+		stopInteg()
 	})
 	if sc.integ != nil {
-		wg.Go(func() { sc.integ.Run(ctx) })
+		wg.Go(func() { sc.integ.Run(ictx) })
 	}
 	log.Info("portbridge serving", "listen", ln.Addr().String(), "version", version.String(), "state", cfg.State.Path,
 		"backstage", cfg.Backstage.BaseURL, "port", cfg.Port.BaseURL, "policy", cfg.Sync.Policy, "tls", cfg.Server.TLS.CertFile != "")

@@ -27,6 +27,11 @@ func Compiler(p BlueprintReader, opts mapping.Options, identifier string) func(c
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidMapping, err)
 		}
+		if len(mc.Resources) == 0 {
+			// Most likely a mapping emptied by mistake: it would make every
+			// entity the sidecar wrote stale.
+			return nil, fmt.Errorf("%w: integration %s config in Port: resources is empty, so every Port entity this sidecar wrote would be deleted; give at least one resource", ErrInvalidMapping, identifier)
+		}
 		var inPort []port.Blueprint
 		for _, bp := range mc.ManagedBlueprints() {
 			got, err := p.GetBlueprint(ctx, bp)

@@ -171,7 +171,10 @@ func (l *Loop) Start(ctx context.Context, dryRun bool) (*mapping.Mapper, error) 
 	}
 	m, err := l.opts.Compile(ctx, in.Config)
 	if err != nil {
-		if errors.Is(err, ErrInvalidMapping) {
+		l.mu.Lock()
+		again := l.st.refused == hashConfig(in.Config)
+		l.mu.Unlock()
+		if errors.Is(err, ErrInvalidMapping) && !again { // Start is retried: report a config once
 			l.refuse(ctx, hashConfig(in.Config), err)
 		}
 		return nil, fmt.Errorf("the mapping in integration %q's config in Port: %w", l.opts.Identifier, err)

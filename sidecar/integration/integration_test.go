@@ -514,3 +514,52 @@ func newEngine(t *testing.T, pc *port.Client) *engine.Engine {
 	}
 	return e
 }
+
+// The compiler refuses every kind of wrong mapping with a reason naming
+// the place, and says when it could not check (Port unreachable).
+func TestCompilerRefuses(t *testing.T) {
+	t.Parallel()
+	emu := porttest.New(porttest.Options{})
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	pc, _ := port.New(port.Config{BaseURL: srv.URL, ClientID: emu.ClientID(), ClientSecret: emu.ClientSecret(), IntegrationIdentifier: id, MaxRetries: -1})
+	if _, err := mapping.EnsureBlueprints(context.Background(), pc, mapping.DefaultBlueprints()); err != nil {
+		t.Fatal(err)
+	}
+	compile := integration.Compiler(pc, mapping.Options{Blueprints: mapping.DefaultBlueprints()}, id)
+	res := func(props map[string]any, bp string) map[string]any {
+		return map[string]any{"resources": []any{map[string]any{"kind": "component", "selector": map[string]any{"query": "true"},
+			"port": map[string]any{"entity": map[string]any{"mappings": map[string]any{"identifier": ".metadata.identifier", "blueprint": bp, "properties": props}}}}}}
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  map[string]any
+		want string // "" means valid
+	}{
+		{"valid", res(map[string]any{"description": ".metadata.description"}, `"component"`), ""},
+		{"no resources", map[string]any{"resources": []any{}}, "resources is empty"},
+		{"empty config", map[string]any{}, "no resources"},
+		{"unknown key", map[string]any{"resources": []any{}, "colour": "red"}, "colour: unknown key"},
+		{"jq that does not compile", res(map[string]any{"description": ".metadata.description | ("}, `"component"`), "properties.description"},
+		{"property the blueprint lacks", res(map[string]any{"colour": ".x"}, `"component"`), `blueprint component has no property "colour"`},
+		{"blueprint Port lacks", res(nil, `"service"`), `blueprint "service" does not exist in Port`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := compile(context.Background(), tt.cfg)
+			if tt.want == "" {
+				if err != nil || m == nil {
+					t.Fatalf("valid mapping refused: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, integration.ErrInvalidMapping) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an invalid mapping naming %q", err, tt.want)
+			}
+		})
+	}
+	// Port unreachable: not a verdict on the mapping.
+	srv.Close()
+	if _, err := compile(context.Background(), res(nil, `"component"`)); err == nil || errors.Is(err, integration.ErrInvalidMapping) {
+		t.Fatalf("unreachable Port: %v", err)
+	}
+}

@@ -25,17 +25,25 @@ func (l *Loop) onPass(ev engine.PassEvent) {
 	}
 }
 
-// reportLoop reports queued pass events in order until ctx ends.
+// reportLoop reports queued pass events in order until ctx ends, then
+// what is left within a few seconds (a resync cut short by a shutdown
+// reports its end).
 func (l *Loop) reportLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownFlush)
+			defer cancel()
+			l.Flush(fctx)
 			return
 		case <-l.events:
 		}
 		l.Flush(ctx)
 	}
 }
+
+// shutdownFlush bounds the reports sent after the loop was told to stop.
+const shutdownFlush = 5 * time.Second
 
 // Flush reports every queued pass event now (a one-shot run calls it
 // before it exits).
