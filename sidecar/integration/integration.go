@@ -174,7 +174,7 @@ func (l *Loop) Start(ctx context.Context, dryRun bool) (*mapping.Mapper, error) 
 		l.mu.Lock()
 		again := l.st.refused == hashConfig(in.Config)
 		l.mu.Unlock()
-		if errors.Is(err, ErrInvalidMapping) && !again { // Start is retried: report a config once
+		if errors.Is(err, ErrInvalidMapping) && !again && !dryRun { // Start is retried: report a config once; a dry run writes nothing
 			l.refuse(ctx, hashConfig(in.Config), err)
 		}
 		return nil, fmt.Errorf("the mapping in integration %q's config in Port: %w", l.opts.Identifier, err)
@@ -210,7 +210,7 @@ func (l *Loop) register(ctx context.Context, dryRun bool) (*port.Integration, er
 		if err != nil {
 			return nil, fmt.Errorf("create integration %q in Port: %w", id, err)
 		}
-		l.log.Info("integration created in Port", "type", AppType, "version", l.opts.Version, "mapping_written", true)
+		l.log.Info("integration created in Port", "type", AppType, "version", l.opts.Version, "mapping_written", l.opts.FileMapping != nil)
 	case err != nil:
 		return nil, fmt.Errorf("read integration %q from Port: %w", id, err)
 	}
