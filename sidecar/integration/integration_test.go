@@ -490,6 +490,18 @@ func TestDryRunDoesNotRegister(t *testing.T) {
 	if len(emu.Integrations()) != 0 || emu.Requests().Writes != 0 {
 		t.Fatalf("a dry run wrote to Port: %d integrations, %d writes", len(emu.Integrations()), emu.Requests().Writes)
 	}
+	// An integration whose mapping is wrong: a dry run fails and still
+	// writes nothing (no refusal reported).
+	if err := emu.PutIntegration(map[string]any{"installationId": id, "installationAppType": integration.AppType, "version": "1",
+		"config": map[string]any{"resources": []any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loop.Start(context.Background(), true); !errors.Is(err, integration.ErrInvalidMapping) {
+		t.Fatalf("dry run over a wrong mapping: %v", err)
+	}
+	if rec, _ := emu.Integration(id); emu.Requests().Writes != 0 || len(rec.ResyncStateHistory) != 0 {
+		t.Fatalf("a dry run reported to Port: %d writes, states %v", emu.Requests().Writes, rec.ResyncStateHistory)
+	}
 	if _, err := integration.New(integration.Options{Identifier: "bad id"}, pc, e); err == nil {
 		t.Fatal("a bad identifier was accepted")
 	}
