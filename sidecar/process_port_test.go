@@ -85,10 +85,17 @@ func waitResync(t *testing.T, c *child, since time.Time) *portbridgev1.ResyncSta
 	}
 }
 
+// run runs the binary to its end (killed after 3 minutes, so a hang
+// fails the test instead of stalling it).
 func (r *steerRig) run(args ...string) (string, int) {
 	r.t.Helper()
-	cmd := exec.Command(r.bin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.bin, args...)
 	out, _ := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		r.t.Fatalf("portbridge %v did not finish within 3 minutes:\n%s", args, out)
+	}
 	return string(out), cmd.ProcessState.ExitCode()
 }
 
@@ -154,7 +161,7 @@ func (r *steerRig) record(id string) porttest.IntegrationRecord {
 // --once` does.
 func TestProcessResyncWait(t *testing.T) {
 	r, c := startSteered(t, 40)
-	conn := []string{"--addr", c.url, "--token", c.token}
+	conn := []string{"--addr", c.url, "--token", c.token, "--timeout", "2m"}
 
 	out, code := r.run(append([]string{"resync", "--wait"}, conn...)...)
 	if code != 0 || !strings.Contains(out, "succeeded") || !strings.Contains(out, "unchanged 40") {
