@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,6 +17,7 @@ import (
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/server"
 	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/integration"
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/redact"
 	"github.com/portbridge/portbridge/sidecar/state"
@@ -25,7 +27,8 @@ import (
 // types to the engine's and back, so neither the engine nor the state
 // store sees generated proto types.
 type backend struct {
-	eng *engine.Engine
+	eng   *engine.Engine
+	integ *integration.Loop // nil when the integration is not registered
 	// sc completes the status with what only the wiring knows and redacts
 	// it; nil in tests that wire an engine alone.
 	sc *sidecar
@@ -167,6 +170,17 @@ func (b backend) Status(ctx context.Context) (*portbridgev1.GetStatusResponse, e
 	if st.LastVerify != nil {
 		resp.LastVerify = passStatus(st.LastVerify)
 	}
+	for _, p := range b.eng.Passes() {
+		pr := &portbridgev1.PassResult{Pass: passStatus(p), Type: p.Type(), Follows: p.Follows}
+		if !p.Finished.IsZero() {
+			pr.ExitCode = int32(p.ExitCode())
+		}
+		resp.RecentPasses = append(resp.RecentPasses, pr)
+	}
+	resp.Ownership = ownershipStatus(b.eng.Ownership())
+	if b.integ != nil {
+		resp.PortIntegration = integrationStatus(b.integ.Status())
+	}
 	if b.sc != nil {
 		// No URL user info or secret reaches a caller, whatever text an
 		// error carried.
@@ -208,6 +222,32 @@ func redactStrings(m protoreflect.Message, r *redact.Redactor) {
 		}
 		return true
 	})
+}
+
+func ownershipStatus(o engine.OwnershipState) *portbridgev1.OwnershipStatus {
+	out := &portbridgev1.OwnershipStatus{State: o.State, Detail: o.Detail, Adopted: uint64(o.Adopted), Changed: uint64(o.Changed),
+		Orphans: uint64(o.Orphans), Bare: uint64(o.Bare)}
+	out.At = stampOrNil(o.At)
+	return out
+}
+
+func integrationStatus(s integration.Status) *portbridgev1.PortIntegrationStatus {
+	src := "file"
+	if s.MappingFromPort {
+		src = "port"
+	}
+	return &portbridgev1.PortIntegrationStatus{Identifier: s.Identifier, Registered: s.Registered, RegisteredAt: stampOrNil(s.RegisteredAt),
+		RegistrationError: s.RegistrationError, MappingSource: src, MappingFingerprint: s.MappingFingerprint, MappingAppliedAt: stampOrNil(s.MappingAppliedAt),
+		MappingError: s.MappingError, LastPoll: stampOrNil(s.LastPoll), LastPollError: s.LastPollError, LastResyncRequest: stampOrNil(s.LastResyncRequest),
+		LastReportError: s.LastReportError, ExampleKinds: s.ExampleKinds}
+}
+
+// stampOrNil converts a time, leaving the zero time unset.
+func stampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }
 
 func refusal(r *engine.Refusal) *portbridgev1.DeletionRefusal {

@@ -55,7 +55,7 @@ func runBlueprints(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		cfg = c
 	}
-	mcfg, configured, err := loadMapping(cfg)
+	mcfg, configured, _, err := loadMapping(cfg)
 	if err != nil {
 		return err
 	}

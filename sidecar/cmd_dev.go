@@ -102,6 +102,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.Sync.DeleteGracePeriod = config.Duration(*grace)
 	cfg.Log.Format = *logFormat
 	cfg.State.Path = *statePath
+	// Steered from the emulated Port as from Port's UI: the mapping is the
+	// integration's config, polled every 2 s.
+	cfg.Mapping.Source = config.MappingSourcePort
+	cfg.Port.Integration.PollInterval = config.Duration(2 * time.Second)
 	if cfg.State.Path == "" {
 		dir, err := os.MkdirTemp("", "portbridge-dev-")
 		if err != nil {
@@ -169,9 +173,15 @@ Try it (another terminal, same directory):
   %s sync --once --dry-run --config %s
   %s config check --config %s
 
+Steer it from the emulated Port, as from Port's UI (the mapping is the integration's config, polled every 2s):
+  curl -s %s/_emulator/integrations/portbridge | jq '.integration | {resyncStateHistory, examples: (.examples | keys)}'
+  curl -s -X POST %s/_emulator/integrations/portbridge/resync      # the resync button
+  curl -s %s/_emulator/integrations/portbridge | jq '.integration.config' > mapping.json   # edit it, then:
+  curl -s -X PUT %s/_emulator/integrations/portbridge/config -H 'Content-Type: application/json' --data-binary @mapping.json
+
 Changes are polled every %s (as the Backstage module does) and reach Port within about a second. Ctrl-C stops everything.
 `, sidecarURL, cfg.Server.Token, catURL, bsToken, portURL, portEmu.ClientID(), portEmu.ClientSecret(), sidecarURL, cliConfig,
-		self, sidecarURL, cfg.Server.Token, catURL, portURL, catURL, self, cliConfig, self, cliConfig, *poll)
+		self, sidecarURL, cfg.Server.Token, catURL, portURL, catURL, self, cliConfig, self, cliConfig, portURL, portURL, portURL, portURL, *poll)
 
 	// The Backstage module's twin: poll the catalog, publish changes.
 	cc, err := catalog.New(catalog.Config{BaseURL: catURL, Token: bsToken, Limits: cfg.Limits.Bounds(), Logger: log.With("component", "poller")})

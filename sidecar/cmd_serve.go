@@ -64,13 +64,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // serve runs the sidecar until ctx ends. ready, if not nil, is called with
 // the listener's address once it accepts connections.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(addr string)) error {
-	sc, err := build(ctx, cfg, log)
+	sc, err := build(ctx, cfg, log, buildOptions{})
 	if err != nil {
 		return err
 	}
 	defer sc.close()
 	srv, err := server.New(server.Config{Token: cfg.Server.Token, AllowNoAuth: cfg.Server.AllowNoAuth, MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Limits: sc.limits, Version: version.Version, Logger: log, Registry: sc.registry}, backend{eng: sc.engine, sc: sc})
+		Limits: sc.limits, Version: version.Version, Logger: log, Registry: sc.registry}, backend{eng: sc.engine, sc: sc, integ: sc.integ})
 	if err != nil {
 		return err
 	}
@@ -82,10 +82,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func
 	defer cancel()
 	var wg sync.WaitGroup
 	var engineErr error
+	// The integration loop stops after the engine, so the end of a resync
+	// cut short by the shutdown still reaches Port.
+	ictx, stopInteg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInteg()
 	wg.Go(func() {
 		engineErr = sc.engine.Run(ctx)
 		cancel()
+		stopInteg()
 	})
+	if sc.integ != nil {
+		wg.Go(func() { sc.integ.Run(ictx) })
+	}
 	log.Info("portbridge serving", "listen", ln.Addr().String(), "version", version.String(), "state", cfg.State.Path,
 		"backstage", redact.URL(cfg.Backstage.BaseURL), "port", redact.URL(cfg.Port.BaseURL), "policy", cfg.Sync.Policy, "tls", cfg.Server.TLS.CertFile != "")
 	if ready != nil {

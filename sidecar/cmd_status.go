@@ -36,11 +36,8 @@ const defaultStatusAddr = "http://127.0.0.1:8080"
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", envOr("PORTBRIDGE_ADDR", defaultStatusAddr), "the sidecar's `URL` or listen address (host:port); env PORTBRIDGE_ADDR")
-	token := fs.String("token", "", "bearer `TOKEN`; default from env PORTBRIDGE_TOKEN, else PORTBRIDGE_SERVER_TOKEN")
+	conn := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON (protobuf JSON mapping)")
-	protocol := fs.String("protocol", "connect", "wire `PROTOCOL`: connect, grpc or grpc-web")
-	caFile := fs.String("cacert", "", "PEM `FILE` of the CA that signed the sidecar's certificate (https only; default: system roots)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this `DURATION`")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: portbridge status [flags]\n\nPrints the status of a running sidecar.\n\nFlags:\n")
@@ -52,30 +49,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *token == "" {
-		*token = envOr("PORTBRIDGE_TOKEN", os.Getenv("PORTBRIDGE_SERVER_TOKEN"))
-	}
-	proto, err := client.ParseProtocol(*protocol)
-	if err != nil {
-		return fmt.Errorf("flag --protocol: %w", err)
-	}
-	baseURL, err := statusURL(*addr)
-	if err != nil {
-		return fmt.Errorf("flag --addr: %w", err)
-	}
-	opts := []client.Option{client.WithProtocol(proto), client.WithRetry(2, 200*time.Millisecond)}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			return fmt.Errorf("flag --cacert: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("flag --cacert: %s holds no PEM certificate", *caFile)
-		}
-		opts = append(opts, client.WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
-	}
-	c, err := client.New(baseURL, *token, opts...)
+	c, baseURL, err := conn.dial()
 	if err != nil {
 		return err
 	}
@@ -85,10 +59,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cancel()
 	st, err := c.GetStatus(ctx)
 	if err != nil {
-		if connect.CodeOf(err) == connect.CodeUnauthenticated {
-			return fmt.Errorf("get status from %s: %w (set --token or PORTBRIDGE_TOKEN)", baseURL, err)
-		}
-		return fmt.Errorf("get status from %s: %w", baseURL, err)
+		return callError("get status from", baseURL, err)
 	}
 	if *asJSON {
 		// protojson varies its whitespace on purpose; json.Indent makes the
@@ -106,6 +77,62 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return printStatus(stdout, baseURL, st, time.Now())
+}
+
+// connFlags are the flags of the commands that call a running sidecar.
+type connFlags struct {
+	addr, token, protocol, caFile *string
+}
+
+func addConnFlags(fs *flag.FlagSet) *connFlags {
+	return &connFlags{
+		addr:     fs.String("addr", envOr("PORTBRIDGE_ADDR", defaultStatusAddr), "the sidecar's `URL` or listen address (host:port); env PORTBRIDGE_ADDR"),
+		token:    fs.String("token", "", "bearer `TOKEN`; default from env PORTBRIDGE_TOKEN, else PORTBRIDGE_SERVER_TOKEN"),
+		protocol: fs.String("protocol", "connect", "wire `PROTOCOL`: connect, grpc or grpc-web"),
+		caFile:   fs.String("cacert", "", "PEM `FILE` of the CA that signed the sidecar's certificate (https only; default: system roots)"),
+	}
+}
+
+// dial builds a client from the flags; it returns the base URL for
+// messages.
+func (f *connFlags) dial() (*client.Client, string, error) {
+	token := *f.token
+	if token == "" {
+		token = envOr("PORTBRIDGE_TOKEN", os.Getenv("PORTBRIDGE_SERVER_TOKEN"))
+	}
+	proto, err := client.ParseProtocol(*f.protocol)
+	if err != nil {
+		return nil, "", fmt.Errorf("flag --protocol: %w", err)
+	}
+	baseURL, err := statusURL(*f.addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("flag --addr: %w", err)
+	}
+	opts := []client.Option{client.WithProtocol(proto), client.WithRetry(2, 200*time.Millisecond)}
+	if *f.caFile != "" {
+		pem, err := os.ReadFile(*f.caFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("flag --cacert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", fmt.Errorf("flag --cacert: %s holds no PEM certificate", *f.caFile)
+		}
+		opts = append(opts, client.WithTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
+	c, err := client.New(baseURL, token, opts...)
+	if err != nil {
+		return nil, "", err
+	}
+	return c, baseURL, nil
+}
+
+// callError describes a failed RPC, with a hint for a missing token.
+func callError(what, baseURL string, err error) error {
+	if connect.CodeOf(err) == connect.CodeUnauthenticated {
+		return fmt.Errorf("%s %s: %w (set --token or PORTBRIDGE_TOKEN)", what, baseURL, err)
+	}
+	return fmt.Errorf("%s %s: %w", what, baseURL, err)
 }
 
 func envOr(name, def string) string {
@@ -229,6 +256,14 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 		}
 		row("Owned entities", strings.Join(parts, ", "))
 	}
+	if o := st.GetOwnership(); o != nil {
+		line := o.GetState()
+		if o.GetAt() != nil {
+			line += " at " + stamp(o.GetAt())
+		}
+		row("Ownership", line, o.GetDetail())
+	}
+	printIntegration(row, st.GetPortIntegration(), now)
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
@@ -264,6 +299,39 @@ func printStatus(w io.Writer, addr string, st *portbridgev1.GetStatusResponse, n
 		}
 	}
 	return nil
+}
+
+// printIntegration adds the integration's rows.
+func printIntegration(row func(...string), in *portbridgev1.PortIntegrationStatus, now time.Time) {
+	if in == nil {
+		row("Port integration", "not registered (port.integration.register: false)")
+		return
+	}
+	reg := "not registered"
+	if in.GetRegistered() {
+		reg = "registered " + stamp(in.GetRegisteredAt())
+	}
+	row("Port integration", in.GetIdentifier(), reg, "mapping from "+in.GetMappingSource(), "fingerprint "+orDash(in.GetMappingFingerprint()))
+	if e := in.GetRegistrationError(); e != "" {
+		row("", "registration error", e)
+	}
+	if e := in.GetMappingError(); e != "" {
+		row("", "mapping refused", e)
+	}
+	poll := "never"
+	if in.GetLastPoll() != nil {
+		poll = fmt.Sprintf("%s (%s ago)", stamp(in.GetLastPoll()), ago(now, in.GetLastPoll()))
+	}
+	row("", "last poll", poll, orDash(in.GetLastPollError()))
+	if in.GetLastResyncRequest() != nil {
+		row("", "last resync request", stamp(in.GetLastResyncRequest()))
+	}
+	if len(in.GetExampleKinds()) > 0 {
+		row("", "raw examples", strings.Join(in.GetExampleKinds(), ", "))
+	}
+	if e := in.GetLastReportError(); e != "" {
+		row("", "last report error", e)
+	}
 }
 
 // printPass writes one resync or verify pass with its counts per kind.

@@ -33,6 +33,10 @@ func TestPrintStatus(t *testing.T) {
 		PortRateLimit: &portbridgev1.RateLimitStatus{Remaining: -1, Waited: durationpb.New(1500 * time.Millisecond), Throttled: 3,
 			WaitingUntil: ts(4 * time.Minute), WaitReason: "429 Retry-After 3600s, capped at 5m0s (port.maxRetryAfter)", Waiting: 2, Capped: 1},
 		OwnedEntities: map[string]uint64{"service": 100, "api": 30},
+		Ownership:     &portbridgev1.OwnershipStatus{State: "rebuilt", At: ts(-2 * time.Hour), Detail: "130 Port entities of this data source adopted"},
+		PortIntegration: &portbridgev1.PortIntegrationStatus{Identifier: "backstage-prod", Registered: true, RegisteredAt: ts(-3 * time.Hour), MappingSource: "port",
+			MappingFingerprint: "abc123", MappingError: `blueprint component has no property "colour"`, LastPoll: ts(-20 * time.Second),
+			LastResyncRequest: ts(-time.Hour), ExampleKinds: []string{"API", "component"}},
 	}
 	var out bytes.Buffer
 	if err := printStatus(&out, "http://127.0.0.1:8080", st, now); err != nil {
@@ -42,7 +46,8 @@ func TestPrintStatus(t *testing.T) {
 	for _, want := range []string{"v1.2.3", "up 3h0m0s", "depth              12", "3m0s", "unreachable", "connection refused",
 		"remaining unknown", "throttled (429) 3", "waiting until 2025-03-01T12:04:00Z (4m0s from now), 2 requests",
 		"429 Retry-After 3600s, capped at 5m0s", "1 pauses cut to port.maxRetryAfter", "api 30, service 100", "Current resync: r-8 (rpc) running", "running for 12s",
-		"took 1m2s", "deletions skipped: threshold", "Last verify: none"} {
+		"took 1m2s", "deletions skipped: threshold", "Last verify: none", "Ownership", "rebuilt at 2025-03-01T10:00:00Z", "130 Port entities",
+		"backstage-prod", "mapping from port", "fingerprint abc123", "mapping refused", `blueprint component has no property "colour"`, "(20s ago)", "API, component"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

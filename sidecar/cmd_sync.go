@@ -35,6 +35,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	once := fs.Bool("once", false, "run one full resync and exit; required. Exit codes: 0 done, 1 failed, 3 entities Port did not take, 4 deletions refused by the guard, 5 conflicts")
 	dryRun := fs.Bool("dry-run", false, "with --once: print the plan and write nothing to Port or the state file")
 	output := fs.String("output", "text", "with --dry-run: the plan as `text` or json")
+	ephemeral := fs.Bool("ephemeral-state", false, "use a fresh temporary state file instead of state.path and take ownership from Port's data-source listing (a CronJob beside the daemon); without it, a state.path that is locked by a running daemon, damaged or not writable falls back to the same")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,11 +56,11 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// On a terminal a progress bar shows the pass; elsewhere (CI logs) the
 	// engine's progress lines do.
 	bar := isTerminal(stderr)
-	sc, err := build(ctx, cfg, log, func(o *engine.Options) {
+	sc, err := build(ctx, cfg, log, buildOptions{ephemeralState: *ephemeral, fallbackToTemp: true, tune: func(o *engine.Options) {
 		if bar {
 			o.ProgressInterval = -1
 		}
-	})
+	}})
 	if err != nil {
 		return err
 	}
@@ -69,6 +70,11 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		defer stop()
 	}
 	rep, err := sc.engine.RunOnce(ctx, *dryRun)
+	if sc.integ != nil {
+		// The resync state, event-log line and examples reach Port before
+		// the process ends.
+		sc.integ.Flush(ctx)
+	}
 	if rep == nil {
 		return err
 	}
@@ -102,14 +108,22 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 	}
-	code := rep.ExitCode()
+	return exitFor(rep.ExitCode(), err)
+}
+
+// exitFor is the command's error for a pass's exit code (engine.ExitCode's
+// rules) and error: nil for 0 without an error; an error alone exits 1.
+func exitFor(code int, err error) error {
 	if code == 0 && err == nil {
 		return nil
 	}
 	why := map[int]string{engine.ExitFailed: "the resync failed", engine.ExitEntityFailures: "entities failed", engine.ExitRefused: "deletions refused by the guard",
 		engine.ExitConflicts: "conflicting entities"}[code]
 	if err != nil {
-		why += ": " + strings.TrimSpace(err.Error())
+		if why != "" {
+			why += ": "
+		}
+		why += strings.TrimSpace(err.Error())
 	}
 	if code == 0 {
 		code = engine.ExitFailed

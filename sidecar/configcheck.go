@@ -77,7 +77,7 @@ func checkConfig(ctx context.Context, o checkOptions) *checkReport {
 	if cfg.Mapping.File != "" {
 		rep.Mapping = cfg.Mapping.File
 	}
-	mcfg, blueprints, err := loadMapping(cfg)
+	mcfg, blueprints, _, err := loadMapping(cfg)
 	if err != nil {
 		rep.mappingErrors(err, cfg)
 		return rep

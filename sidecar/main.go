@@ -1,7 +1,7 @@
 // Command portbridge is the Backstage → Port bridge: a sidecar that keeps
 // Port's software catalog in sync with Backstage's catalog in near real time.
 //
-// Subcommands: serve, sync, status, map, dev, version, port-emulator,
+// Subcommands: serve, sync, status, resync, map, dev, version, port-emulator,
 // catalog-emulator. Run `portbridge help` for the list.
 package main
 
@@ -28,6 +28,7 @@ func commands() []command {
 		{"serve", "run the sidecar: the Connect/gRPC API, the change path, resyncs and verify passes", runServe},
 		{"sync", "run one resync and exit (--once; --dry-run prints the plan and writes nothing)", runSync},
 		{"status", "print the status of a running sidecar (GetStatus)", runStatus},
+		{"resync", "ask a running sidecar for a resync; --wait follows it and exits as sync --once does (a scheduled resync beside the daemon)", runResync},
 		{"map", "map Backstage entities with a port-app-config and print the Port entities (jq playground)", runMap},
 		{"dev", "run the whole flow on this machine: emulated Backstage and Port, example catalog, no accounts", runDev},
 		{"config", "validate a config file and its mapping without starting (config check --config FILE)", runConfig},

@@ -78,13 +78,21 @@ type Port struct {
 	Integration       Integration `yaml:"integration"`
 }
 
-// Integration names this installation in Port.
+// Integration names this installation in Port and says how Port steers
+// it.
 type Integration struct {
 	Identifier string `yaml:"identifier" desc:"this installation's integration identifier in Port; also in the User-Agent, which Port records as the data source of every entity written"`
+	Register   bool   `yaml:"register" desc:"find or create the integration in Port at start, poll its mapping and resync requests, report resync state and raw examples; false leaves Port's integration list alone"`
+	Title      string `yaml:"title" desc:"the integration's title in Port, set when the integration is created (a title edited in Port is kept)"`
+	// PollInterval is how often the integration's config and resync
+	// request are read.
+	PollInterval        Duration `yaml:"pollInterval" desc:"how often the integration's mapping and resync request are read from Port (two requests per poll)"`
+	SendRawDataExamples bool     `yaml:"sendRawDataExamples" desc:"send the first 5 raw Backstage entities per kind of each resync to Port (secret-looking values masked), for the mapping editor's jq playground"`
 }
 
 // Mapping configures how entities become Port entities.
 type Mapping struct {
+	Source                  string   `yaml:"source" desc:"where the mapping comes from: file (mapping.file, or the embedded default when empty) or port (the integration's config in Port, polled and hot-applied; needs port.integration.register)"`
 	File                    string   `yaml:"file" desc:"Port port-app-config YAML; empty uses the embedded corrected default"`
 	BlueprintsFile          string   `yaml:"blueprintsFile" desc:"JSON list of blueprints; empty uses the embedded defaults"`
 	InitializePortResources bool     `yaml:"initializePortResources" desc:"create missing blueprints at start (never changes existing ones)"`
@@ -164,8 +172,9 @@ func Default() Config {
 		Server:    Server{Listen: ":8080", MaxRequestBytes: 8 << 20},
 		State:     State{Path: "/var/lib/portbridge/state.db"},
 		Backstage: Backstage{BaseURL: "http://localhost:7007", PageSize: 500},
-		Port:      Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, MaxRetryAfter: Duration(DefaultMaxRetryAfter), Integration: Integration{Identifier: port.DefaultIntegrationIdentifier}},
-		Mapping: Mapping{InitializePortResources: true, Timeout: Duration(time.Second), MaxOutputBytes: 1 << 20,
+		Port: Port{BaseURL: "https://api.port.io", MaxConcurrency: 8, MaxRetryAfter: Duration(DefaultMaxRetryAfter), Integration: Integration{Identifier: port.DefaultIntegrationIdentifier,
+			Register: true, Title: DefaultIntegrationTitle, PollInterval: Duration(time.Minute), SendRawDataExamples: true}},
+		Mapping: Mapping{Source: MappingSourceFile, InitializePortResources: true, Timeout: Duration(time.Second), MaxOutputBytes: 1 << 20,
 			MemoryBudget: 32 << 20},
 		Sync: Sync{Policy: "sync", ResyncInterval: Duration(time.Hour), ResyncOnStart: true, VerifyInterval: Duration(24 * time.Hour),
 			DeleteGracePeriod: Duration(30 * time.Second), DeletionWindow: Duration(10 * time.Minute), Workers: 4, FlushInterval: Duration(5 * time.Millisecond)},
@@ -179,6 +188,18 @@ func Default() Config {
 // window reset, and Port's own integration (Ocean) waits at most five
 // minutes between retries too.
 const DefaultMaxRetryAfter = 5 * time.Minute
+
+// DefaultIntegrationTitle is the title a new integration gets in Port.
+const DefaultIntegrationTitle = "Backstage (portbridge)"
+
+// The mapping sources.
+const (
+	MappingSourceFile = "file"
+	MappingSourcePort = "port"
+)
+
+// MinPollInterval is the shortest port.integration.pollInterval.
+const MinPollInterval = time.Second
 
 // EnvPrefix starts every override variable.
 const EnvPrefix = "PORTBRIDGE_"
@@ -584,6 +605,23 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Port.MaxRetryAfter.D(); d < time.Second || d > 24*time.Hour {
 		bad("port.maxRetryAfter", "must be between 1s and 24h, got %s", d)
+	}
+	if in := c.Port.Integration; in.Register {
+		if in.PollInterval.D() < MinPollInterval {
+			bad("port.integration.pollInterval", "must be at least %s, got %s", MinPollInterval, in.PollInterval.D())
+		}
+		if len(in.Title) > 100 {
+			bad("port.integration.title", "must be at most 100 characters, got %d", len(in.Title))
+		}
+	}
+	switch c.Mapping.Source {
+	case MappingSourceFile:
+	case MappingSourcePort:
+		if !c.Port.Integration.Register {
+			bad("mapping.source", "port needs port.integration.register: true (the mapping is the integration's config in Port)")
+		}
+	default:
+		bad("mapping.source", "%q is not file or port", c.Mapping.Source)
 	}
 	if c.Mapping.Timeout.D() <= 0 {
 		bad("mapping.timeout", "must be positive")

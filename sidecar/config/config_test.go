@@ -102,6 +102,10 @@ func TestLoadErrors(t *testing.T) {
 		{"bad env override", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_SYNC_WORKERS": "many"}, []string{"PORTBRIDGE_SYNC_WORKERS", "sync.workers", "not an integer"}},
 		{"bad integration identifier", "server:\n  token: x\nport:\n  integration:\n    identifier: my integration\n", nil, []string{"key port.integration.identifier", "my integration"}},
 		{"bad integration identifier from env", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_PORT_INTEGRATION_IDENTIFIER": "a/b"}, []string{"key port.integration.identifier", "a/b"}},
+		{"bad mapping source", "server:\n  token: x\nmapping:\n  source: git\n", nil, []string{"key mapping.source", `"git" is not file or port`}},
+		{"port mapping without registration", "server:\n  token: x\nmapping:\n  source: port\nport:\n  integration:\n    register: false\n", nil,
+			[]string{"key mapping.source", "port.integration.register: true"}},
+		{"poll interval too short", "server:\n  token: x\n", map[string]string{"PORTBRIDGE_PORT_INTEGRATION_POLL_INTERVAL": "10ms"}, []string{"key port.integration.pollInterval", "at least 1s"}},
 		{"several problems at once", "server:\n  token: x\nsync:\n  workers: 0\nlog:\n  level: loud\n", nil, []string{"sync.workers", "log.level"}},
 	}
 	for _, c := range cases {
@@ -156,7 +160,11 @@ func TestEnvOnlyAndFields(t *testing.T) {
 			t.Errorf("key %s has no description", f.Key)
 		}
 	}
-	for _, want := range []string{"PORTBRIDGE_PORT_CLIENT_SECRET", "PORTBRIDGE_SERVER_TLS_CERT_FILE", "PORTBRIDGE_MAPPING_INITIALIZE_PORT_RESOURCES", "PORTBRIDGE_PORT_INTEGRATION_IDENTIFIER"} {
+	if in := cfg.Port.Integration; !in.Register || in.PollInterval.D() != time.Minute || !in.SendRawDataExamples || in.Title == "" || cfg.Mapping.Source != "file" {
+		t.Errorf("integration defaults %+v, mapping source %q", in, cfg.Mapping.Source)
+	}
+	for _, want := range []string{"PORTBRIDGE_PORT_CLIENT_SECRET", "PORTBRIDGE_SERVER_TLS_CERT_FILE", "PORTBRIDGE_MAPPING_INITIALIZE_PORT_RESOURCES", "PORTBRIDGE_PORT_INTEGRATION_IDENTIFIER",
+		"PORTBRIDGE_PORT_INTEGRATION_POLL_INTERVAL", "PORTBRIDGE_PORT_INTEGRATION_SEND_RAW_DATA_EXAMPLES", "PORTBRIDGE_PORT_INTEGRATION_REGISTER", "PORTBRIDGE_MAPPING_SOURCE"} {
 		if !seen[want] {
 			t.Errorf("no field for %s", want)
 		}

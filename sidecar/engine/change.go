@@ -209,6 +209,7 @@ func (e *Engine) planRefs(refs []plan.Ref, stale plan.StaleMode) (*plan.Changes,
 	if err != nil {
 		return nil, err
 	}
+	dropOrphans(others)
 	return plan.Compute(plan.Input{Refs: refs, Others: others, Stale: stale}), nil
 }
 
@@ -226,9 +227,9 @@ func (e *Engine) guardChange(ref string, ch *plan.Changes) *plan.Changes {
 		ch.RefusedDeletes, ch.Delete = append(ch.RefusedDeletes, ch.Delete...), nil
 		return ch
 	}
-	scope := plan.Scope{Path: "change", Owned: owned, Recent: e.guard.recent(), Pending: e.queue.pendingDeletions(ref, e.guard.inWindow)}
+	scope := plan.Scope{Path: "change", Owned: owned, Recent: e.guard.recent(), Pending: e.queue.pendingDeletions(ref, e.guard.inWindow), OwnershipUnknown: e.ownershipUnknown()}
 	planned := append(ch.Delete[:0:0], ch.Delete...)
-	ch = e.guard.g.Check(ch, scope)
+	ch = e.guard.check(ch, scope)
 	e.guard.add(planned)
 	return ch
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,8 @@ type Store interface {
 	ParkedRefs(limit int) (map[string]state.Parked, error)
 	SnapshotPending() (time.Time, bool, error)
 	SnapshotDone(started time.Time) error
+	GetMeta(key string) ([]byte, error)
+	PutMeta(key string, value []byte) error
 	CheckFile() error
 	Path() string
 }
@@ -92,6 +95,15 @@ type Options struct {
 	// ManagedBlueprints are the blueprints the mapping writes, for the
 	// verify pass.
 	ManagedBlueprints []string
+	// OwnedInPort, when set, lists the Port entities this installation
+	// wrote (Port's data source for the sidecar's User-Agent), with their
+	// content. A state file without ownership records is rebuilt from it
+	// before the first resync; while that fails, nothing is deleted.
+	OwnedInPort func(ctx context.Context) iter.Seq2[port.Entity, error]
+	// EphemeralState says the state file is a temporary one (a one-shot
+	// run without the daemon's file): a dry run may then rebuild ownership
+	// into it.
+	EphemeralState bool
 
 	// Policy is sync (default), upsert-only or create-only.
 	Policy                       string
@@ -158,6 +170,9 @@ type Engine struct {
 	receivedN atomic.Uint64
 	fileErr   atomic.Pointer[error]
 	mapper    atomic.Pointer[mapperBox]
+	settings  atomic.Pointer[Settings]
+	subs      subscribers
+	ownership ownership
 
 	mu          sync.Mutex
 	catalogPeer peer // guarded by mu
@@ -244,6 +259,8 @@ func New(opts Options) (*Engine, error) {
 	e.queue = newDispatcher(e)
 	e.passes = newRunner(e)
 	e.mapper.Store(&mapperBox{opts.Mapper})
+	e.settings.Store(&Settings{CreateMissingRelatedEntities: opts.CreateMissingRelatedEntities, MergeEntities: opts.MergeEntities,
+		DeleteDependents: opts.DeleteDependents, DeletionThreshold: opts.DeletionThreshold, ManagedBlueprints: slices.Clone(opts.ManagedBlueprints)})
 	m.queueDepth.Set(float64(opts.Store.QueueDepth()))
 	return e, nil
 }
@@ -299,14 +316,16 @@ func (e *Engine) mapperNow() Mapper { return e.mapper.Load().Mapper }
 func (e *Engine) prepare(ctx context.Context) {
 	defer close(e.prepared)
 	if e.opts.Prepare == nil {
+		e.rebuildIfNeeded(ctx, false)
 		return
 	}
 	for attempt := 1; ; attempt++ {
 		m, _, err := e.opts.Prepare(ctx, false)
+		if err == nil && m != nil {
+			err = e.install(m)
+		}
 		if err == nil {
-			if m != nil {
-				e.mapper.Store(&mapperBox{m})
-			}
+			e.rebuildIfNeeded(ctx, false)
 			return
 		}
 		e.events.setErr(err)

@@ -137,12 +137,26 @@ func (e *Engine) noteChanges(path string, rep *Report, ch *plan.Changes) {
 // deletions weighed in the last window, refused or not, so that a burst
 // arriving one entity at a time is judged as a whole.
 type deletionGuard struct {
-	g      plan.Guard
 	window time.Duration
 
 	mu      sync.Mutex
+	g       plan.Guard // guarded by mu (a mapping change sets its threshold)
 	weighed []weighed
 	refs    map[string]int // refs with deletions in weighed
+}
+
+// check runs the guard with the threshold in force.
+func (d *deletionGuard) check(ch *plan.Changes, s plan.Scope) *plan.Changes {
+	d.mu.Lock()
+	g := d.g
+	d.mu.Unlock()
+	return g.Check(ch, s)
+}
+
+func (d *deletionGuard) setThreshold(t float64) {
+	d.mu.Lock()
+	d.g.Threshold = t
+	d.mu.Unlock()
 }
 
 type weighed struct {

@@ -29,6 +29,8 @@ type metrics struct {
 	resyncSeconds    *prometheus.GaugeVec
 	resyncEntities   *prometheus.GaugeVec
 	resyncLastEnd    *prometheus.GaugeVec
+	mappingChanges   prometheus.Counter
+	ownershipRebuilt *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -63,16 +65,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			[]string{"type", "count"}),
 		resyncLastEnd: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "portbridge_resync_last_success_timestamp_seconds", Help: "When the last successful pass of a type ended (Unix time); 0 before the first."},
 			[]string{"type"}),
+		mappingChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "portbridge_mapping_changes_total", Help: "Mappings hot-applied without a restart (a mapping edited in Port)."}),
+		ownershipRebuilt: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "portbridge_ownership_rebuilds_total",
+			Help: "Rebuilds of the state file's ownership records from Port's data-source listing, by result (ok, failed)."}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.queueDepth, m.queueOldest, m.retrying, m.parked, m.quarantinedNow, m.received, m.stale, m.quarantined, m.skips, m.deletionsRefused, m.refused,
-		m.suppressed, m.conflicts, m.failures, m.applySeconds, m.mappingWarnings, m.mappingSkips, m.resyncs, m.resyncSeconds, m.resyncEntities, m.resyncLastEnd} {
+		m.suppressed, m.conflicts, m.failures, m.applySeconds, m.mappingWarnings, m.mappingSkips, m.resyncs, m.resyncSeconds, m.resyncEntities, m.resyncLastEnd,
+		m.mappingChanges, m.ownershipRebuilt} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	// Known label values start at zero.
+	m.ownershipRebuilt.WithLabelValues("ok")
+	m.ownershipRebuilt.WithLabelValues("failed")
 	for _, path := range []string{"change", "resync"} {
-		for _, reason := range []string{"incomplete_scan", "threshold", "disabled"} {
+		for _, reason := range []string{"incomplete_scan", "threshold", "disabled", "ownership_unknown"} {
 			m.refused.WithLabelValues(path, reason)
 		}
 	}

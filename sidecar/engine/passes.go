@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/plan"
 )
 
@@ -61,8 +62,12 @@ type Report struct {
 	// BlueprintsToCreate are the blueprints a real run would create first
 	// (dry run).
 	BlueprintsToCreate []string
+	// Follows is, for a verify pass requested with a resync, that
+	// resync's id.
+	Follows string
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	examples map[string][]catalog.Entity // first raw entities per kind (resync)
 }
 
 func newReport(trigger string, verify, dryRun bool) *Report {
@@ -139,7 +144,7 @@ func (r *Report) Snapshot() *Report {
 	defer r.mu.Unlock()
 	c := &Report{ID: r.ID, Trigger: r.Trigger, Verify: r.Verify, DryRun: r.DryRun, Started: r.Started, Finished: r.Finished, State: r.State, Err: r.Err,
 		Totals: r.Totals, PerKind: map[string]*Counts{}, Total: r.Total, DeletionsSkipped: r.DeletionsSkipped, Refused: r.Refused, Suppressed: r.Suppressed,
-		Conflicts: slices.Clone(r.Conflicts), ConflictCount: r.ConflictCount, Plan: r.Plan, BlueprintsToCreate: slices.Clone(r.BlueprintsToCreate)}
+		Conflicts: slices.Clone(r.Conflicts), ConflictCount: r.ConflictCount, Plan: r.Plan, BlueprintsToCreate: slices.Clone(r.BlueprintsToCreate), Follows: r.Follows}
 	if r.Refusal != nil {
 		rf := *r.Refusal
 		c.Refusal = &rf
@@ -158,11 +163,12 @@ type runner struct {
 	req chan *Report
 
 	mu          sync.Mutex
-	verifyAfter bool    // guarded by mu
-	queued      *Report // requested, not started; guarded by mu
-	current     *Report // guarded by mu
-	last        *Report // guarded by mu
-	lastVerify  *Report // guarded by mu
+	next        time.Time // when the timer starts the next resync; guarded by mu
+	verifyAfter bool      // guarded by mu
+	queued      *Report   // requested, not started; guarded by mu
+	current     *Report   // guarded by mu
+	last        *Report   // guarded by mu
+	lastVerify  *Report   // guarded by mu
 	done        map[string]*Report
 }
 
@@ -243,6 +249,7 @@ func (r *runner) run(ctx context.Context) {
 		r.request("start", false)
 	}
 	resyncTick := newTicker(e.opts.ResyncInterval)
+	r.setNext(e.opts.ResyncInterval)
 	verifyTick := newTicker(e.opts.VerifyInterval)
 	defer resyncTick.stop()
 	defer verifyTick.stop()
@@ -263,9 +270,12 @@ func (r *runner) run(ctx context.Context) {
 			r.verifyAfter = false
 			r.mu.Unlock()
 			if verify && ctx.Err() == nil {
-				_, _ = r.pass(ctx, newReport("rpc", true, false), e.verify)
+				vr := newReport("rpc", true, false)
+				vr.Follows = rep.ID
+				_, _ = r.pass(ctx, vr, e.verify)
 			}
 		case <-resyncTick.c():
+			r.setNext(e.opts.ResyncInterval)
 			r.request("interval", false)
 		case <-verifyTick.c():
 			_, _ = r.pass(ctx, newReport("interval", true, false), e.verify)
@@ -289,6 +299,7 @@ func (r *runner) pass(ctx context.Context, rep *Report, fn func(context.Context,
 	typ := rep.Type()
 	log := e.log.With(typ, rep.ID, "trigger", rep.Trigger, "dry_run", rep.DryRun)
 	log.Info(typ + " started")
+	e.emit(rep, false)
 	stopProgress := make(chan struct{})
 	var pwg sync.WaitGroup
 	if e.opts.ProgressInterval > 0 {
@@ -328,6 +339,7 @@ func (r *runner) pass(ctx context.Context, rep *Report, fn func(context.Context,
 	}
 	r.mu.Unlock()
 	e.observePass(rep)
+	e.emit(rep, true)
 	snap := rep.Snapshot()
 	attrs := []any{"seconds", snap.Finished.Sub(snap.Started).Seconds(), "seen", snap.Totals.Seen, "pushed", snap.Totals.Pushed,
 		"unchanged", snap.Totals.Unchanged, "skipped", snap.Totals.Skipped, "deleted", snap.Totals.Deleted, "failed", snap.Totals.Failed,
@@ -448,9 +460,13 @@ func (r *runner) waitQueueDrained(ctx context.Context, max time.Duration) {
 }
 
 // Resync runs one full resync now and returns its report; with dryRun it
-// only plans (no Port writes, no state writes). Run's registry must be
-// running (use RunOnce outside Run).
+// only plans (no Port writes, no state writes). It waits for Run's setup
+// (Prepare, the ownership rebuild); Run must be running (use RunOnce
+// outside Run).
 func (e *Engine) Resync(ctx context.Context, trigger string, dryRun bool) (*Report, error) {
+	if !e.waitPrepared(ctx) {
+		return nil, fmt.Errorf("resync: %w", context.Cause(ctx))
+	}
 	return e.passes.pass(ctx, newReport(trigger, false, dryRun), e.resync)
 }
 
@@ -470,7 +486,9 @@ func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*Report, error) {
 			return nil, fmt.Errorf("setup: %w", err)
 		}
 		if m != nil {
-			e.mapper.Store(&mapperBox{m})
+			if err := e.install(m); err != nil {
+				return nil, fmt.Errorf("setup: %w", err)
+			}
 		}
 		toCreate = create
 	}
@@ -480,6 +498,7 @@ func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*Report, error) {
 		e.reg.Run(rctx)
 		close(done)
 	}()
+	e.rebuildIfNeeded(ctx, dryRun)
 	rep := newReport("once", false, dryRun)
 	rep.BlueprintsToCreate = toCreate
 	rep, err := e.passes.pass(ctx, rep, e.resync)
@@ -491,4 +510,52 @@ func (e *Engine) RunOnce(ctx context.Context, dryRun bool) (*Report, error) {
 		}
 	}
 	return rep, err
+}
+
+// setNext records when the resync timer fires next (now + interval; zero
+// without a timer).
+func (r *runner) setNext(interval time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.next = time.Time{}
+	if interval > 0 {
+		r.next = time.Now().Add(interval)
+	}
+}
+
+func (r *runner) nextResync() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.next
+}
+
+// Passes returns snapshots of the recent passes — finished (the last 20),
+// running and queued — oldest first, for callers that wait for one by id.
+func (e *Engine) Passes() []*Report {
+	r := e.passes
+	r.mu.Lock()
+	all := make([]*Report, 0, len(r.done)+2)
+	for _, rep := range r.done {
+		all = append(all, rep)
+	}
+	for _, rep := range []*Report{r.current, r.queued} {
+		if rep != nil {
+			all = append(all, rep)
+		}
+	}
+	r.mu.Unlock()
+	out := make([]*Report, len(all))
+	for i, rep := range all {
+		out[i] = rep.Snapshot()
+	}
+	slices.SortStableFunc(out, func(a, b *Report) int {
+		switch {
+		case a.Started.IsZero() && !b.Started.IsZero():
+			return 1
+		case b.Started.IsZero() && !a.Started.IsZero():
+			return -1
+		}
+		return a.Started.Compare(b.Started)
+	})
+	return out
 }

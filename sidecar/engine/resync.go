@@ -44,6 +44,9 @@ type scan struct {
 	deferred *plan.Changes
 	// locked are the refs the scan holds (dependency order).
 	locked []string
+	// examples are the first raw entities per kind (read by the scan's
+	// goroutine only).
+	examples examples
 }
 
 func (sc *scan) keepRef(ref string) {
@@ -58,9 +61,16 @@ func (sc *scan) keepRef(ref string) {
 // deletions, through the policy and the guard.
 func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) error {
 	sc := &scan{rep: rep, started: rep.Started, slots: make(chan struct{}, maxResyncInflight), keep: map[string]struct{}{}}
-	if !e.opts.CreateMissingRelatedEntities {
+	if !e.settingsNow().CreateMissingRelatedEntities {
 		sc.deferred = &plan.Changes{}
 	}
+	e.retryRebuild(ctx, rep, log)
+	sc.examples = examples{}
+	defer func() {
+		rep.mu.Lock()
+		rep.examples = sc.examples
+		rep.mu.Unlock()
+	}()
 	var stats catalog.ScanStats
 	receivedBefore := e.received()
 	var scanErr error
@@ -149,6 +159,9 @@ type mappedEnt struct {
 // one read, and hands what differs to the registry.
 func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity) {
 	pageTime := time.Now()
+	for _, ent := range page {
+		sc.examples.add(ent)
+	}
 	out := make([]mappedEnt, len(page))
 	var wg sync.WaitGroup
 	next := make(chan int, len(page))
@@ -535,7 +548,7 @@ func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanP
 	if err != nil {
 		return fmt.Errorf("plan deletions: %w", err)
 	}
-	ch = e.guard.g.Check(ch, plan.Scope{Path: "resync", Owned: owned, Scan: &proof})
+	ch = e.guard.check(ch, plan.Scope{Path: "resync", Owned: owned, Scan: &proof, OwnershipUnknown: e.ownershipUnknown()})
 	if ok, _ := proof.Complete(); !ok {
 		// Nothing of an incomplete scan's deletion plan is applied, not even
 		// releases: an unseen ref may be on a page that was never read.

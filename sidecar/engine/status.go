@@ -106,7 +106,7 @@ func (e *Engine) Status(context.Context) (*Status, error) {
 	slices.Reverse(st.Failures)
 	st.Conflicts = slices.Clone(v.conflicts)
 	slices.Reverse(st.Conflicts)
-	st.Guard = GuardStatus{Threshold: e.opts.DeletionThreshold, Window: e.opts.DeletionWindow, Refused: map[string]uint64{}}
+	st.Guard = GuardStatus{Threshold: e.settingsNow().DeletionThreshold, Window: e.opts.DeletionWindow, Refused: map[string]uint64{}}
 	for k, n := range v.refused {
 		st.Guard.Refused[k] = n
 	}

@@ -27,7 +27,7 @@ func (e *Engine) verify(ctx context.Context, rep *Report, _ *slog.Logger) error 
 	if err != nil {
 		return err
 	}
-	blueprints := slices.Clone(e.opts.ManagedBlueprints)
+	blueprints := slices.Clone(e.settingsNow().ManagedBlueprints)
 	for bp := range owned {
 		if !slices.Contains(blueprints, bp) {
 			blueprints = append(blueprints, bp)

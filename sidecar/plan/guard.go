@@ -21,6 +21,9 @@ const (
 	RefusedIncompleteScan RefusalReason = "incomplete_scan"
 	RefusedThreshold      RefusalReason = "threshold"
 	RefusedDisabled       RefusalReason = "disabled"
+	// RefusedOwnershipUnknown: the state file lost its ownership records and
+	// they could not be rebuilt from Port yet.
+	RefusedOwnershipUnknown RefusalReason = "ownership_unknown"
 )
 
 // Refusal says why the guard held deletions back, with the numbers.
@@ -89,6 +92,10 @@ type Scope struct {
 	// Scan is the resync's proof of a complete scan; nil on the change
 	// path.
 	Scan *ScanProof
+	// OwnershipUnknown, when set, says why what the sidecar owns is not
+	// known (the state file lost it and Port's data-source listing could
+	// not rebuild it yet): every deletion is refused.
+	OwnershipUnknown string
 }
 
 // Check moves c's deletions to RefusedDeletes when they may not happen and
@@ -126,6 +133,10 @@ func (g Guard) refuse(c *Changes, s Scope) *Refusal {
 			return &Refusal{Reason: RefusedIncompleteScan, Planned: total, Owned: owned,
 				Message: fmt.Sprintf("not deleting %d entities: the catalog scan is incomplete: %s", len(c.Delete), why)}
 		}
+	}
+	if s.OwnershipUnknown != "" {
+		return &Refusal{Reason: RefusedOwnershipUnknown, Planned: total, Owned: owned,
+			Message: fmt.Sprintf("not deleting %d entities: ownership is not known: %s", len(c.Delete), s.OwnershipUnknown)}
 	}
 	if g.Threshold <= 0 {
 		return &Refusal{Reason: RefusedDisabled, Planned: total, Owned: owned,

@@ -207,6 +207,9 @@ func TestGuard(t *testing.T) {
 		{"the change path counts its window", Guard{Threshold: 0.9}, 1, Scope{Owned: map[string]int{"component": 100}, Recent: map[string]int{"component": 90}}, RefusedThreshold, "91 of 100"},
 		{"announced deletions count before they happen", Guard{Threshold: 0.9}, 1, Scope{Owned: map[string]int{"component": 100}, Pending: 94}, RefusedThreshold, "95 of 100"},
 		{"one blueprint emptied among many is refused", Guard{Threshold: 0.9}, 20, Scope{Owned: map[string]int{"component": 20, "api": 500}, Scan: complete}, RefusedThreshold, "blueprint component"},
+		{"unknown ownership refuses even one deletion", Guard{Threshold: 1}, 1, Scope{Owned: map[string]int{"component": 100}, Scan: complete, OwnershipUnknown: "Port's data-source listing failed: 503"},
+			RefusedOwnershipUnknown, "ownership is not known: Port's data-source listing failed: 503"},
+		{"unknown ownership refuses on the change path", Guard{Threshold: 0.9}, 1, Scope{Owned: map[string]int{"component": 100}, OwnershipUnknown: "x"}, RefusedOwnershipUnknown, "not deleting 1 entities"},
 		{"a small blueprint may be emptied", Guard{Threshold: 0.9}, 3, Scope{Owned: map[string]int{"component": 3, "api": 500}, Scan: complete}, "", ""},
 	}
 	for _, tt := range tests {

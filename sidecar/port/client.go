@@ -192,6 +192,9 @@ type call struct {
 	// answer carries per-entity results even when ok is false).
 	anyOK  bool
 	header http.Header // extra request headers
+	// url, when set, is an absolute URL Port gave us (an ingest URL),
+	// used instead of the base URL and path.
+	url string
 }
 
 // do sends c, retrying as the package describes, and decodes a 2xx body
@@ -258,6 +261,9 @@ func (c *Client) send(ctx context.Context, req call) (int, http.Header, []byte, 
 		token = t
 	}
 	u := c.base + req.path
+	if req.url != "" {
+		u = req.url
+	}
 	if len(req.query) > 0 {
 		u += "?" + req.query.Encode()
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"iter"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -352,4 +354,55 @@ func (c *Client) ListDatasourceEntities(ctx context.Context, q DatasourceQuery) 
 			body["from"] = *out.Next
 		}
 	}
+}
+
+// LogLine is one line of an integration's event log in Port.
+type LogLine struct {
+	Level     string         `json:"level"` // DEBUG, INFO, WARNING, ERROR
+	Message   string         `json:"message"`
+	Timestamp time.Time      `json:"timestamp"`
+	Extra     map[string]any `json:"extra,omitempty"`
+}
+
+// PostIntegrationLogs sends lines to an integration's event log in Port,
+// at the ingest URL the integration's logAttributes name. The URL must be
+// on Port's API host, or https on a host of the same domain (the bearer
+// token goes with it).
+func (c *Client) PostIntegrationLogs(ctx context.Context, ingestURL string, lines []LogLine) error {
+	if err := c.checkIngestURL(ingestURL); err != nil {
+		return err
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	data, err := encodeBody(map[string]any{"logs": lines}, "the integration logs")
+	if err != nil {
+		return err
+	}
+	u, _ := url.Parse(ingestURL)
+	if _, err := c.do(ctx, call{method: http.MethodPost, route: "POST {logAttributes.ingestUrl}", path: u.Path, url: ingestURL, body: data}, nil); err != nil {
+		return fmt.Errorf("sending %d log lines to integration %q: %w", len(lines), c.integration, err)
+	}
+	return nil
+}
+
+// checkIngestURL accepts an absolute URL on the API's own host, or an
+// https URL on a host of the API host's domain (api.port.io → *.port.io).
+func (c *Client) checkIngestURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return &Error{Code: CodeInvalidInput, Message: fmt.Sprintf("ingest URL %q is not an absolute URL", raw)}
+	}
+	base, _ := url.Parse(c.base)
+	if strings.EqualFold(u.Host, base.Host) && u.Scheme == base.Scheme {
+		return nil
+	}
+	labels := strings.Split(base.Hostname(), ".")
+	if len(labels) >= 2 && u.Scheme == "https" {
+		domain := strings.Join(labels[len(labels)-2:], ".")
+		if strings.HasSuffix(strings.ToLower(u.Hostname()), "."+strings.ToLower(domain)) {
+			return nil
+		}
+	}
+	return &Error{Code: CodeInvalidInput, Message: fmt.Sprintf("ingest URL %q is neither on Port's API host %s nor https on its domain; not sending the token there", raw, base.Host)}
 }

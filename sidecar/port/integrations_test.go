@@ -250,3 +250,32 @@ func TestDatasourceEntitiesFromUserAgent(t *testing.T) {
 		}
 	}
 }
+
+// Log lines reach the integration's event log at the ingest URL Port
+// names; a URL off Port's domain never gets the token.
+func TestPostIntegrationLogs(t *testing.T) {
+	t.Parallel()
+	emu, c := env(t)
+	ctx := context.Background()
+	in, err := c.CreateIntegration(ctx, port.NewIntegration{Title: "Backstage"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	lines := []port.LogLine{{Level: "ERROR", Message: "mapping refused: resources[0]: unknown key", Timestamp: at, Extra: map[string]any{"reason": "x"}}}
+	if err := c.PostIntegrationLogs(ctx, in.LogAttributes.IngestURL, lines); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := emu.Integration("abc")
+	if len(rec.Logs) != 1 || !strings.Contains(fmt.Sprint(rec.Logs[0]), "mapping refused") {
+		t.Fatalf("logs %v", rec.Logs)
+	}
+	if err := c.PostIntegrationLogs(ctx, in.LogAttributes.IngestURL, nil); err != nil {
+		t.Fatalf("no lines: %v", err)
+	}
+	for _, bad := range []string{"https://evil.example.com/logs", "relative/path", "http://ingest.port.io.evil.com/x", ""} {
+		if err := c.PostIntegrationLogs(ctx, bad, lines); err == nil || !strings.Contains(err.Error(), "ingest URL") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portbridge/portbridge/sidecar/port"
@@ -41,7 +42,7 @@ type batchKey struct {
 // It knows nothing of ownership: it only batches and reports.
 type batcher struct {
 	provider    Provider
-	opts        port.UpsertOptions
+	opts        atomic.Pointer[port.UpsertOptions] // swapped by a mapping change
 	flushEvery  time.Duration
 	retryWindow time.Duration
 	backoff     func(int) time.Duration
@@ -160,7 +161,7 @@ func (b *batcher) sendNow(ctx context.Context, items []item) {
 		entities[i] = it.entity
 	}
 	start := time.Now()
-	results, err := b.provider.BulkUpsert(ctx, bp, entities, b.opts)
+	results, err := b.provider.BulkUpsert(ctx, bp, entities, *b.opts.Load())
 	if err == nil && len(results) != len(items) {
 		err = fmt.Errorf("bulk upsert to blueprint %s: Port client returned %d results for %d entities", bp, len(results), len(items))
 	}

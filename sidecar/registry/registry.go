@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,10 +60,11 @@ type Options struct {
 
 // Registry reads ownership and applies plans. It is safe for concurrent use.
 type Registry struct {
-	opts    Options
-	store   Store
-	batch   *batcher
-	metrics *metrics
+	opts             Options
+	store            Store
+	batch            *batcher
+	metrics          *metrics
+	deleteDependents atomic.Bool
 }
 
 // New builds a Registry; call Run to flush its batches.
@@ -90,15 +92,46 @@ func New(opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("registry: register metrics: %w", err)
 	}
 	r := &Registry{opts: opts, store: opts.Store, metrics: m}
-	r.batch = &batcher{provider: opts.Provider, opts: opts.Upsert, flushEvery: opts.FlushInterval, retryWindow: opts.RetryWindow, backoff: opts.Backoff,
+	r.deleteDependents.Store(opts.DeleteDependents)
+	r.batch = &batcher{provider: opts.Provider, flushEvery: opts.FlushInterval, retryWindow: opts.RetryWindow, backoff: opts.Backoff,
 		observe: func(bp string, secs float64, err error) {
 			m.bulkSeconds.Observe(secs)
 			opts.OnPort(err)
 		},
 		retried: func() { m.retries.Inc() },
 		batches: map[batchKey][]item{}, oldest: map[batchKey]time.Time{}, kick: make(chan struct{}, 1)}
+	r.batch.opts.Store(&opts.Upsert)
 	return r, nil
 }
+
+// SetWriteOptions changes the options of later bulk upserts and deletes (a
+// mapping whose global flags changed); writes already sent keep theirs.
+func (r *Registry) SetWriteOptions(upsert port.UpsertOptions, deleteDependents bool) {
+	r.batch.opts.Store(&upsert)
+	r.deleteDependents.Store(deleteDependents)
+}
+
+// Adopt records outputs for refs without writing to Port: ownership rebuilt
+// from what Port holds (its data-source listing), when the state file lost
+// it. Outputs are added to the refs' records (or replace an output with the
+// same key); observation times are left alone. It commits in chunks of
+// adoptChunk refs, each its own short transaction.
+func (r *Registry) Adopt(outputs map[string][]state.Output) error {
+	refs := slices.Sorted(maps.Keys(outputs))
+	for start := 0; start < len(refs); start += adoptChunk {
+		w := state.Write{Confirm: map[string][]state.Output{}}
+		for _, ref := range refs[start:min(start+adoptChunk, len(refs))] {
+			w.Confirm[ref] = outputs[ref]
+		}
+		if err := r.store.Commit(w); err != nil {
+			return fmt.Errorf("record ownership of %d entities rebuilt from Port: %w", len(w.Confirm), err)
+		}
+	}
+	return nil
+}
+
+// adoptChunk is how many refs one Adopt transaction records.
+const adoptChunk = 1000
 
 // Run sends due batches until ctx ends, then sends what is left and waits
 // for every send.
@@ -484,7 +517,7 @@ func (r *Registry) deleteAll(ctx context.Context, dels []plan.Change) (map[strin
 				ids = append(ids, c.Identifier)
 			}
 		}
-		deleted, err := r.opts.Provider.BulkDelete(ctx, bp, ids, r.opts.DeleteDependents)
+		deleted, err := r.opts.Provider.BulkDelete(ctx, bp, ids, r.deleteDependents.Load())
 		r.opts.OnPort(err)
 		if len(deleted) > 0 {
 			r.opts.Logger.Info("deleted in Port", "blueprint", bp, "identifiers", deleted)

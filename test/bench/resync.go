@@ -61,7 +61,7 @@ func measureResync(ctx context.Context, g *rig, rep *Report) bool {
 	catReqs := sumCounts(g.catalog.Requests())
 	rep.check(fmt.Sprintf("resync of N=%s unchanged: wall time", count(n)), secs(second.Elapsed), "seconds (≤ 60 s)", second.Elapsed <= time.Minute)
 	rep.check("resync unchanged: catalog requests", count(catReqs), fmt.Sprintf("≤ ceil(N/500) = %s", count(ceilDiv(n, 500))), catReqs <= ceilDiv(n, 500))
-	rep.check("resync unchanged: Port write requests", count(pr.Writes), "0", pr.Writes == 0)
+	rep.check("resync unchanged: Port write requests", count(pr.EntityWrites), "0", pr.EntityWrites == 0)
 	rep.check("peak RSS, unchanged resync of N", mb(second.MaxRSS), "≤ 150 MB", second.MaxRSS > 0 && second.MaxRSS <= rssTarget)
 	otherPort := routesSummary(pr.ByRoute)
 
@@ -122,7 +122,7 @@ func measureResync(ctx context.Context, g *rig, rep *Report) bool {
 		"against the catalog emulator (catalogtest, %s entities from Generate(N, 1), pageSize 500, bearer token) and the Port emulator "+
 		"(porttest), both served by this process on 127.0.0.1 with httptest; the state file (bbolt) persists between the runs; "+
 		"mapping.initializePortResources is true. Catalog requests are the emulator's Requests() summed over routes; Port writes are "+
-		"porttest Requests().Writes, both reset before each run. Peak RSS is the child's VmHWM (high-water mark of its resident set) "+
+		"porttest Requests().EntityWrites (requests that write entities; the integration's resync-state reports are not counted), both reset before each run. Peak RSS is the child's VmHWM (high-water mark of its resident set) "+
 		"read from /proc/<pid>/status every 20 ms while it runs, the last reading kept (wait4's ru_maxrss is not used: with Go's "+
 		"vfork-style start Linux folds this process's own high-water mark, emulators included, into the child's). Unchanged run Port requests: %s. Child summaries: initial %q; unchanged %q; changed %q.",
 		count(n), otherPort, first.Stdout, second.Stdout, third.Stdout)

@@ -50,6 +50,11 @@ const (
 	portPoll    = 5 * time.Millisecond
 	// changeDeadline bounds the wait for one change on either side.
 	changeDeadline = 30 * time.Second
+	// portPollInterval is the sidecar's port.integration.pollInterval: how
+	// often it reads its mapping and resync requests from Port.
+	portPollInterval = 2 * time.Second
+	// integrationID is the sidecar's integration in Port (the default).
+	integrationID = "portbridge"
 )
 
 // repoRoot is the repository root (two levels above this file).
@@ -340,7 +345,157 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("Backstage after the outage: %v", err)
 		}
 	})
+	t.Run("steered from Port", func(t *testing.T) {
+		steeredFromPort(t, emu, sc, bs, cat0, cat)
+	})
 	t.Logf("end-to-end test took %s", time.Since(began).Round(time.Second))
+}
+
+// steeredFromPort checks what Port's UI does to the sidecar: raw examples
+// arrive (at most 5 per kind, secrets masked), the resync button runs a
+// resync whose state goes running → completed, a mapping edited in Port
+// is applied within a poll writing only the affected entities, and a lost
+// state file is rebuilt from Port without a write for the unchanged
+// catalog while an entity removed meanwhile is still deleted.
+func steeredFromPort(t *testing.T, emu *porttest.Emulator, sc *sidecar, bs *backstagetest.Backend, api *catalogAPI, cat *catalogEntities) {
+	ctx := context.Background()
+	waitConverged(t, emu, sc, cat, time.Minute)
+	rec, ok := emu.Integration(integrationID)
+	if !ok || rec.InstallationAppType != "portbridge" || len(rec.Config) == 0 {
+		t.Fatalf("the sidecar's integration in Port: %+v", rec)
+	}
+	for kind, exs := range rec.Examples {
+		if len(exs) == 0 || len(exs) > 5 {
+			t.Errorf("raw examples of kind %s: %d", kind, len(exs))
+		}
+	}
+	if n := len(rec.Examples["component"]); n != 5 {
+		t.Errorf("%d raw component examples, want 5 (the catalog has more)", n)
+	}
+	for _, ex := range rec.Examples["component"] {
+		if meta, _ := ex["metadata"].(map[string]any); meta["identifier"] == nil || meta["uid"] == "[REDACTED]" {
+			t.Errorf("raw example metadata %v", meta)
+		}
+	}
+
+	// The resync button.
+	n := len(rec.ResyncStateHistory)
+	if _, err := emu.RequestResync(integrationID); err != nil {
+		t.Fatal(err)
+	}
+	hist := waitStates(t, emu, n, 2*portPollInterval+30*time.Second)
+	t.Logf("resync button: states %v → %v", hist[n]["status"], hist[len(hist)-1]["status"])
+
+	// A mapping edit: one property's jq of the components.
+	components := len(cat.descriptions)
+	rec, _ = emu.Integration(integrationID)
+	cfg := rec.Config
+	for _, res := range cfg["resources"].([]any) {
+		if m := res.(map[string]any); m["kind"] == "component" {
+			m["port"].(map[string]any)["entity"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any)["description"] = `.metadata.description + " [port]"`
+		}
+	}
+	bulk := emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]
+	n = len(rec.ResyncStateHistory)
+	edited := time.Now()
+	if _, err := emu.EditIntegrationConfig(integrationID, cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(portPollInterval + 30*time.Second)
+	for {
+		done := 0
+		for name := range cat.descriptions {
+			if r, ok := emu.Entity("component", "component:default/"+name); ok && strings.HasSuffix(fmt.Sprint(r.Entity.Properties["description"]), " [port]") {
+				done++
+			}
+		}
+		if done == components {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mapping edited in Port reached %d of %d components", done, components)
+		}
+		time.Sleep(portPoll)
+	}
+	took := time.Since(edited)
+	waitStates(t, emu, n, 30*time.Second)
+	if got, want := emu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"]-bulk, (components+19)/20; got != want {
+		t.Errorf("the mapping edit took %d bulk upserts, want %d (only the %d components changed)", got, want, components)
+	}
+	if g, ok := emu.Entity("group", "group:default/team-a"); !ok || g.Entity.Properties["description"] != "the owners" {
+		t.Errorf("the group changed with a components-only mapping edit: %v", g.Entity.Properties)
+	}
+	t.Logf("mapping edited in Port: %d components rewritten %s after the edit (poll interval %s), no restart", components, took.Round(time.Millisecond), portPollInterval)
+
+	// The state file lost, one component removed meanwhile.
+	sc.stop()
+	if err := os.Remove(filepath.Join(sc.dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	gone := cat.del("svc-8")
+	if err := bs.SetEntities(cat.entities()...); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, changeDeadline)
+	_, err := api.waitVisible(wctx, gone)
+	cancel()
+	if err != nil {
+		t.Fatalf("the catalog did not drop %s: %v", gone.name, err)
+	}
+	writes := emu.Requests().EntityWrites
+	sc.start()
+	deadline = time.Now().Add(90 * time.Second)
+	for {
+		if _, ok := emu.Entity("component", gone.portID()); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, removed while the state file was lost, is still in Port", gone.portID())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var st *portbridgev1.GetStatusResponse
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		st, err = sc.status()
+		if err == nil && st.GetLastResync().GetFinishedAt() != nil && st.GetQueue().GetDepth() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no resync after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(3 * pollInterval)
+	if o := st.GetOwnership(); o.GetState() != "rebuilt" || o.GetAdopted() == 0 {
+		t.Errorf("ownership after losing the state file: %v", o)
+	}
+	if w := emu.Requests().EntityWrites - writes; w != 1 {
+		t.Errorf("%d entity writes after the state file was lost, want 1 (the delete of %s)", w, gone.portID())
+	}
+	t.Logf("state file lost: ownership %s (%s); %d entity write", st.GetOwnership().GetState(), st.GetOwnership().GetDetail(), emu.Requests().EntityWrites-writes)
+}
+
+// waitStates waits until the integration's resync-state history grew past
+// n and ends with completed, and returns it.
+func waitStates(t *testing.T, emu *porttest.Emulator, n int, timeout time.Duration) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		rec, _ := emu.Integration(integrationID)
+		h := rec.ResyncStateHistory
+		if len(h) >= n+2 && h[len(h)-1]["status"] == "completed" {
+			for _, s := range h[n:] {
+				if s["status"] == "running" {
+					return h
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no running → completed resync state after %d states: %v", n, h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // logLatencies prints the latency summary lines the issue asks for.
@@ -708,13 +863,17 @@ port:
   baseUrl: %s
   clientId: %s
   clientSecret: %s
+  integration:
+    pollInterval: %s
+mapping:
+  source: port
 sync:
   resyncOnStart: true
   deleteGracePeriod: %s
 log:
   level: info
 `, s.addr, sidecarToken, filepath.Join(s.dir, "state.db"), bs.URL, bs.Token, portURL,
-		porttest.DefaultClientID, porttest.DefaultClientSecret, deleteGrace))
+		porttest.DefaultClientID, porttest.DefaultClientSecret, portPollInterval, deleteGrace))
 	s.t.Cleanup(func() {
 		s.stop()
 		if s.t.Failed() {

@@ -9,6 +9,7 @@ import (
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -99,6 +100,9 @@ func newIndex(objs []Object, ext External) (*index, []error) {
 			ix.workloads = append(ix.workloads, workload{o, v.Labels, &v.Spec})
 		case *monitoringv1.ServiceMonitor, *monitoringv1.PodMonitor, *monitoringv1.PrometheusRule:
 			ix.monitoring = append(ix.monitoring, o)
+		case *batchv1.CronJob:
+			t := &v.Spec.JobTemplate.Spec.Template
+			ix.workloads = append(ix.workloads, workload{o, t.Labels, &t.Spec})
 		}
 	}
 	return ix, errs

@@ -677,7 +677,17 @@ type GetStatusResponse struct {
 	// When last_error happened.
 	LastErrorAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=last_error_at,json=lastErrorAt,proto3" json:"last_error_at,omitempty"`
 	// The sync policy: "sync", "upsert-only" or "create-only".
-	Policy        string `protobuf:"bytes,17,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy string `protobuf:"bytes,17,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The recent passes, oldest first: the last finished ones (at most 20),
+	// the running one and the one requested, each with the exit code
+	// `portbridge sync --once` would give it. `portbridge resync --wait`
+	// follows a triggered resync here by its id.
+	RecentPasses []*PassResult `protobuf:"bytes,25,rep,name=recent_passes,json=recentPasses,proto3" json:"recent_passes,omitempty"`
+	// The integration in Port (port.integration.*); unset when registration
+	// is off.
+	PortIntegration *PortIntegrationStatus `protobuf:"bytes,26,opt,name=port_integration,json=portIntegration,proto3" json:"port_integration,omitempty"`
+	// Where the sidecar's ownership records come from.
+	Ownership     *OwnershipStatus `protobuf:"bytes,27,opt,name=ownership,proto3" json:"ownership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -831,6 +841,364 @@ func (x *GetStatusResponse) GetPolicy() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetRecentPasses() []*PassResult {
+	if x != nil {
+		return x.RecentPasses
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetPortIntegration() *PortIntegrationStatus {
+	if x != nil {
+		return x.PortIntegration
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetOwnership() *OwnershipStatus {
+	if x != nil {
+		return x.Ownership
+	}
+	return nil
+}
+
+// PassResult is one resync or verify pass with its outcome.
+type PassResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pass.
+	Pass *ResyncStatus `protobuf:"bytes,1,opt,name=pass,proto3" json:"pass,omitempty"`
+	// "resync" or "verify".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// For a verify pass requested together with a resync (TriggerResync
+	// with verify), that resync's id.
+	Follows string `protobuf:"bytes,3,opt,name=follows,proto3" json:"follows,omitempty"`
+	// Once the pass finished: what `portbridge sync --once` would exit with
+	// (0 done, 1 failed, 3 entities Port did not take, 4 deletions refused by
+	// the guard, 5 conflicts).
+	ExitCode      int32 `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PassResult) Reset() {
+	*x = PassResult{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PassResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PassResult) ProtoMessage() {}
+
+func (x *PassResult) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PassResult.ProtoReflect.Descriptor instead.
+func (*PassResult) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PassResult) GetPass() *ResyncStatus {
+	if x != nil {
+		return x.Pass
+	}
+	return nil
+}
+
+func (x *PassResult) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PassResult) GetFollows() string {
+	if x != nil {
+		return x.Follows
+	}
+	return ""
+}
+
+func (x *PassResult) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+// PortIntegrationStatus is the sidecar's integration in Port.
+type PortIntegrationStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// port.integration.identifier.
+	Identifier string `protobuf:"bytes,1,opt,name=identifier,proto3" json:"identifier,omitempty"`
+	// Whether the integration was found or created in Port.
+	Registered bool `protobuf:"varint,2,opt,name=registered,proto3" json:"registered,omitempty"`
+	// When it was.
+	RegisteredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	// Why registration failed, if it did (it is tried again every poll).
+	RegistrationError string `protobuf:"bytes,4,opt,name=registration_error,json=registrationError,proto3" json:"registration_error,omitempty"`
+	// Where the mapping comes from: "file" or "port".
+	MappingSource string `protobuf:"bytes,5,opt,name=mapping_source,json=mappingSource,proto3" json:"mapping_source,omitempty"`
+	// The fingerprint of the mapping in force.
+	MappingFingerprint string `protobuf:"bytes,6,opt,name=mapping_fingerprint,json=mappingFingerprint,proto3" json:"mapping_fingerprint,omitempty"`
+	// When a mapping from Port was last applied.
+	MappingAppliedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=mapping_applied_at,json=mappingAppliedAt,proto3" json:"mapping_applied_at,omitempty"`
+	// Why the mapping in Port's config was refused (the previous one stays
+	// in force); empty when it was not.
+	MappingError string `protobuf:"bytes,8,opt,name=mapping_error,json=mappingError,proto3" json:"mapping_error,omitempty"`
+	// When the integration was last polled.
+	LastPoll *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_poll,json=lastPoll,proto3" json:"last_poll,omitempty"`
+	// The last poll's error; empty when it succeeded.
+	LastPollError string `protobuf:"bytes,10,opt,name=last_poll_error,json=lastPollError,proto3" json:"last_poll_error,omitempty"`
+	// The newest resync request made in Port that was handled.
+	LastResyncRequest *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_resync_request,json=lastResyncRequest,proto3" json:"last_resync_request,omitempty"`
+	// The last error reporting resync state, logs or examples to Port.
+	LastReportError string `protobuf:"bytes,12,opt,name=last_report_error,json=lastReportError,proto3" json:"last_report_error,omitempty"`
+	// The kinds whose raw examples Port has.
+	ExampleKinds  []string `protobuf:"bytes,13,rep,name=example_kinds,json=exampleKinds,proto3" json:"example_kinds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortIntegrationStatus) Reset() {
+	*x = PortIntegrationStatus{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortIntegrationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortIntegrationStatus) ProtoMessage() {}
+
+func (x *PortIntegrationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortIntegrationStatus.ProtoReflect.Descriptor instead.
+func (*PortIntegrationStatus) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PortIntegrationStatus) GetIdentifier() string {
+	if x != nil {
+		return x.Identifier
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetRegistered() bool {
+	if x != nil {
+		return x.Registered
+	}
+	return false
+}
+
+func (x *PortIntegrationStatus) GetRegisteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RegisteredAt
+	}
+	return nil
+}
+
+func (x *PortIntegrationStatus) GetRegistrationError() string {
+	if x != nil {
+		return x.RegistrationError
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetMappingSource() string {
+	if x != nil {
+		return x.MappingSource
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetMappingFingerprint() string {
+	if x != nil {
+		return x.MappingFingerprint
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetMappingAppliedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MappingAppliedAt
+	}
+	return nil
+}
+
+func (x *PortIntegrationStatus) GetMappingError() string {
+	if x != nil {
+		return x.MappingError
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetLastPoll() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastPoll
+	}
+	return nil
+}
+
+func (x *PortIntegrationStatus) GetLastPollError() string {
+	if x != nil {
+		return x.LastPollError
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetLastResyncRequest() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastResyncRequest
+	}
+	return nil
+}
+
+func (x *PortIntegrationStatus) GetLastReportError() string {
+	if x != nil {
+		return x.LastReportError
+	}
+	return ""
+}
+
+func (x *PortIntegrationStatus) GetExampleKinds() []string {
+	if x != nil {
+		return x.ExampleKinds
+	}
+	return nil
+}
+
+// OwnershipStatus says where the records of what the sidecar owns in Port
+// come from.
+type OwnershipStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "recorded" (the state file), "rebuilt" (rebuilt from Port's data-source
+	// listing since start), "unknown" (the rebuild failed: nothing is deleted
+	// until it succeeds) or "off".
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// What the rebuild found, or why it failed.
+	Detail string `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	// When the rebuild ran.
+	At *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	// Port entities recorded for the catalog entities producing them.
+	Adopted uint64 `protobuf:"varint,4,opt,name=adopted,proto3" json:"adopted,omitempty"`
+	// Of those, entities whose content in Port differs from the mapping
+	// (written by the next resync).
+	Changed uint64 `protobuf:"varint,5,opt,name=changed,proto3" json:"changed,omitempty"`
+	// Port entities of this data source no catalog entity produces (deleted
+	// by the next resync, through the guard).
+	Orphans uint64 `protobuf:"varint,6,opt,name=orphans,proto3" json:"orphans,omitempty"`
+	// Bare entities (no properties or relations) no catalog entity produces:
+	// relation targets Port created, left alone.
+	Bare          uint64 `protobuf:"varint,7,opt,name=bare,proto3" json:"bare,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnershipStatus) Reset() {
+	*x = OwnershipStatus{}
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnershipStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnershipStatus) ProtoMessage() {}
+
+func (x *OwnershipStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnershipStatus.ProtoReflect.Descriptor instead.
+func (*OwnershipStatus) Descriptor() ([]byte, []int) {
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *OwnershipStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *OwnershipStatus) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *OwnershipStatus) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *OwnershipStatus) GetAdopted() uint64 {
+	if x != nil {
+		return x.Adopted
+	}
+	return 0
+}
+
+func (x *OwnershipStatus) GetChanged() uint64 {
+	if x != nil {
+		return x.Changed
+	}
+	return 0
+}
+
+func (x *OwnershipStatus) GetOrphans() uint64 {
+	if x != nil {
+		return x.Orphans
+	}
+	return 0
+}
+
+func (x *OwnershipStatus) GetBare() uint64 {
+	if x != nil {
+		return x.Bare
+	}
+	return 0
+}
+
 // EntityFailure is one entity Port (or the sidecar) did not write or delete.
 type EntityFailure struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -862,7 +1230,7 @@ type EntityFailure struct {
 
 func (x *EntityFailure) Reset() {
 	*x = EntityFailure{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1242,7 @@ func (x *EntityFailure) String() string {
 func (*EntityFailure) ProtoMessage() {}
 
 func (x *EntityFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[11]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1255,7 @@ func (x *EntityFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityFailure.ProtoReflect.Descriptor instead.
 func (*EntityFailure) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{11}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EntityFailure) GetAt() *timestamppb.Timestamp {
@@ -980,7 +1348,7 @@ type ParkedStatus struct {
 
 func (x *ParkedStatus) Reset() {
 	*x = ParkedStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1360,7 @@ func (x *ParkedStatus) String() string {
 func (*ParkedStatus) ProtoMessage() {}
 
 func (x *ParkedStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[12]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1373,7 @@ func (x *ParkedStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParkedStatus.ProtoReflect.Descriptor instead.
 func (*ParkedStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{12}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ParkedStatus) GetCount() uint64 {
@@ -1043,7 +1411,7 @@ type ParkedEntity struct {
 
 func (x *ParkedEntity) Reset() {
 	*x = ParkedEntity{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1423,7 @@ func (x *ParkedEntity) String() string {
 func (*ParkedEntity) ProtoMessage() {}
 
 func (x *ParkedEntity) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[13]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1436,7 @@ func (x *ParkedEntity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParkedEntity.ProtoReflect.Descriptor instead.
 func (*ParkedEntity) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{13}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ParkedEntity) GetEntityRef() string {
@@ -1136,7 +1504,7 @@ type EntityConflict struct {
 
 func (x *EntityConflict) Reset() {
 	*x = EntityConflict{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1516,7 @@ func (x *EntityConflict) String() string {
 func (*EntityConflict) ProtoMessage() {}
 
 func (x *EntityConflict) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[14]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1529,7 @@ func (x *EntityConflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntityConflict.ProtoReflect.Descriptor instead.
 func (*EntityConflict) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{14}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EntityConflict) GetAt() *timestamppb.Timestamp {
@@ -1225,7 +1593,7 @@ type DeletionGuardStatus struct {
 
 func (x *DeletionGuardStatus) Reset() {
 	*x = DeletionGuardStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1605,7 @@ func (x *DeletionGuardStatus) String() string {
 func (*DeletionGuardStatus) ProtoMessage() {}
 
 func (x *DeletionGuardStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[15]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1618,7 @@ func (x *DeletionGuardStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletionGuardStatus.ProtoReflect.Descriptor instead.
 func (*DeletionGuardStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{15}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeletionGuardStatus) GetThreshold() float64 {
@@ -1304,7 +1672,7 @@ type DeletionRefusal struct {
 
 func (x *DeletionRefusal) Reset() {
 	*x = DeletionRefusal{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1684,7 @@ func (x *DeletionRefusal) String() string {
 func (*DeletionRefusal) ProtoMessage() {}
 
 func (x *DeletionRefusal) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[16]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1697,7 @@ func (x *DeletionRefusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletionRefusal.ProtoReflect.Descriptor instead.
 func (*DeletionRefusal) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{16}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeletionRefusal) GetAt() *timestamppb.Timestamp {
@@ -1398,7 +1766,7 @@ type QuarantinedChange struct {
 
 func (x *QuarantinedChange) Reset() {
 	*x = QuarantinedChange{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1778,7 @@ func (x *QuarantinedChange) String() string {
 func (*QuarantinedChange) ProtoMessage() {}
 
 func (x *QuarantinedChange) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[17]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1791,7 @@ func (x *QuarantinedChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuarantinedChange.ProtoReflect.Descriptor instead.
 func (*QuarantinedChange) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{17}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *QuarantinedChange) GetSeq() uint64 {
@@ -1475,7 +1843,7 @@ type QueueStatus struct {
 
 func (x *QueueStatus) Reset() {
 	*x = QueueStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1855,7 @@ func (x *QueueStatus) String() string {
 func (*QueueStatus) ProtoMessage() {}
 
 func (x *QueueStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[18]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1868,7 @@ func (x *QueueStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueueStatus.ProtoReflect.Descriptor instead.
 func (*QueueStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{18}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueueStatus) GetDepth() uint64 {
@@ -1583,7 +1951,7 @@ type ResyncStatus struct {
 
 func (x *ResyncStatus) Reset() {
 	*x = ResyncStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1963,7 @@ func (x *ResyncStatus) String() string {
 func (*ResyncStatus) ProtoMessage() {}
 
 func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[19]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1976,7 @@ func (x *ResyncStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncStatus.ProtoReflect.Descriptor instead.
 func (*ResyncStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{19}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResyncStatus) GetId() string {
@@ -1730,7 +2098,7 @@ type SyncCounts struct {
 
 func (x *SyncCounts) Reset() {
 	*x = SyncCounts{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +2110,7 @@ func (x *SyncCounts) String() string {
 func (*SyncCounts) ProtoMessage() {}
 
 func (x *SyncCounts) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[20]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +2123,7 @@ func (x *SyncCounts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncCounts.ProtoReflect.Descriptor instead.
 func (*SyncCounts) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{20}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SyncCounts) GetSeen() uint64 {
@@ -1818,7 +2186,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +2198,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[21]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +2211,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{21}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PeerStatus) GetReachable() bool {
@@ -1904,7 +2272,7 @@ type RateLimitStatus struct {
 
 func (x *RateLimitStatus) Reset() {
 	*x = RateLimitStatus{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2284,7 @@ func (x *RateLimitStatus) String() string {
 func (*RateLimitStatus) ProtoMessage() {}
 
 func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[22]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2297,7 @@ func (x *RateLimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitStatus.ProtoReflect.Descriptor instead.
 func (*RateLimitStatus) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{22}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RateLimitStatus) GetRemaining() int64 {
@@ -2002,7 +2370,7 @@ type PreviewMappingRequest struct {
 
 func (x *PreviewMappingRequest) Reset() {
 	*x = PreviewMappingRequest{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2382,7 @@ func (x *PreviewMappingRequest) String() string {
 func (*PreviewMappingRequest) ProtoMessage() {}
 
 func (x *PreviewMappingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[23]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2395,7 @@ func (x *PreviewMappingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewMappingRequest.ProtoReflect.Descriptor instead.
 func (*PreviewMappingRequest) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{23}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PreviewMappingRequest) GetEntity() *structpb.Struct {
@@ -2060,7 +2428,7 @@ type PreviewMappingResponse struct {
 
 func (x *PreviewMappingResponse) Reset() {
 	*x = PreviewMappingResponse{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2440,7 @@ func (x *PreviewMappingResponse) String() string {
 func (*PreviewMappingResponse) ProtoMessage() {}
 
 func (x *PreviewMappingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[24]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2453,7 @@ func (x *PreviewMappingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewMappingResponse.ProtoReflect.Descriptor instead.
 func (*PreviewMappingResponse) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{24}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PreviewMappingResponse) GetEntities() []*MappedEntity {
@@ -2129,7 +2497,7 @@ type MappedEntity struct {
 
 func (x *MappedEntity) Reset() {
 	*x = MappedEntity{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2509,7 @@ func (x *MappedEntity) String() string {
 func (*MappedEntity) ProtoMessage() {}
 
 func (x *MappedEntity) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[25]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2522,7 @@ func (x *MappedEntity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappedEntity.ProtoReflect.Descriptor instead.
 func (*MappedEntity) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{25}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MappedEntity) GetResourceIndex() uint32 {
@@ -2207,7 +2575,7 @@ type MappingWarning struct {
 
 func (x *MappingWarning) Reset() {
 	*x = MappingWarning{}
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2587,7 @@ func (x *MappingWarning) String() string {
 func (*MappingWarning) ProtoMessage() {}
 
 func (x *MappingWarning) ProtoReflect() protoreflect.Message {
-	mi := &file_portbridge_v1_bridge_proto_msgTypes[26]
+	mi := &file_portbridge_v1_bridge_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2600,7 @@ func (x *MappingWarning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MappingWarning.ProtoReflect.Descriptor instead.
 func (*MappingWarning) Descriptor() ([]byte, []int) {
-	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{26}
+	return file_portbridge_v1_bridge_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MappingWarning) GetResourceIndex() uint32 {
@@ -2297,7 +2665,7 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\x15TriggerResyncResponse\x12\x1b\n" +
 	"\tresync_id\x18\x01 \x01(\tR\bresyncId\x12'\n" +
 	"\x0falready_running\x18\x02 \x01(\bR\x0ealreadyRunning\"\x12\n" +
-	"\x10GetStatusRequest\"\xb0\b\n" +
+	"\x10GetStatusRequest\"\xff\t\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x129\n" +
 	"\n" +
@@ -2320,10 +2688,46 @@ const file_portbridge_v1_bridge_proto_rawDesc = "" +
 	"\x10recent_conflicts\x18\x0e \x03(\v2\x1d.portbridge.v1.EntityConflictR\x0frecentConflicts\x12I\n" +
 	"\x0edeletion_guard\x18\x0f \x01(\v2\".portbridge.v1.DeletionGuardStatusR\rdeletionGuard\x12>\n" +
 	"\rlast_error_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x16\n" +
-	"\x06policy\x18\x11 \x01(\tR\x06policy\x1a@\n" +
+	"\x06policy\x18\x11 \x01(\tR\x06policy\x12>\n" +
+	"\rrecent_passes\x18\x19 \x03(\v2\x19.portbridge.v1.PassResultR\frecentPasses\x12O\n" +
+	"\x10port_integration\x18\x1a \x01(\v2$.portbridge.v1.PortIntegrationStatusR\x0fportIntegration\x12<\n" +
+	"\townership\x18\x1b \x01(\v2\x1e.portbridge.v1.OwnershipStatusR\townership\x1a@\n" +
 	"\x12OwnedEntitiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd4\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x88\x01\n" +
+	"\n" +
+	"PassResult\x12/\n" +
+	"\x04pass\x18\x01 \x01(\v2\x1b.portbridge.v1.ResyncStatusR\x04pass\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\afollows\x18\x03 \x01(\tR\afollows\x12\x1b\n" +
+	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"\x8c\x05\n" +
+	"\x15PortIntegrationStatus\x12\x1e\n" +
+	"\n" +
+	"identifier\x18\x01 \x01(\tR\n" +
+	"identifier\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x02 \x01(\bR\n" +
+	"registered\x12?\n" +
+	"\rregistered_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12-\n" +
+	"\x12registration_error\x18\x04 \x01(\tR\x11registrationError\x12%\n" +
+	"\x0emapping_source\x18\x05 \x01(\tR\rmappingSource\x12/\n" +
+	"\x13mapping_fingerprint\x18\x06 \x01(\tR\x12mappingFingerprint\x12H\n" +
+	"\x12mapping_applied_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10mappingAppliedAt\x12#\n" +
+	"\rmapping_error\x18\b \x01(\tR\fmappingError\x127\n" +
+	"\tlast_poll\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastPoll\x12&\n" +
+	"\x0flast_poll_error\x18\n" +
+	" \x01(\tR\rlastPollError\x12J\n" +
+	"\x13last_resync_request\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x11lastResyncRequest\x12*\n" +
+	"\x11last_report_error\x18\f \x01(\tR\x0flastReportError\x12#\n" +
+	"\rexample_kinds\x18\r \x03(\tR\fexampleKinds\"\xcd\x01\n" +
+	"\x0fOwnershipStatus\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
+	"\aadopted\x18\x04 \x01(\x04R\aadopted\x12\x18\n" +
+	"\achanged\x18\x05 \x01(\x04R\achanged\x12\x18\n" +
+	"\aorphans\x18\x06 \x01(\x04R\aorphans\x12\x12\n" +
+	"\x04bare\x18\a \x01(\x04R\x04bare\"\xd4\x02\n" +
 	"\rEntityFailure\x12*\n" +
 	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1d\n" +
@@ -2481,7 +2885,7 @@ func file_portbridge_v1_bridge_proto_rawDescGZIP() []byte {
 	return file_portbridge_v1_bridge_proto_rawDescData
 }
 
-var file_portbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_portbridge_v1_bridge_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_portbridge_v1_bridge_proto_goTypes = []any{
 	(*Change)(nil),                 // 0: portbridge.v1.Change
 	(*Upserted)(nil),               // 1: portbridge.v1.Upserted
@@ -2494,90 +2898,102 @@ var file_portbridge_v1_bridge_proto_goTypes = []any{
 	(*TriggerResyncResponse)(nil),  // 8: portbridge.v1.TriggerResyncResponse
 	(*GetStatusRequest)(nil),       // 9: portbridge.v1.GetStatusRequest
 	(*GetStatusResponse)(nil),      // 10: portbridge.v1.GetStatusResponse
-	(*EntityFailure)(nil),          // 11: portbridge.v1.EntityFailure
-	(*ParkedStatus)(nil),           // 12: portbridge.v1.ParkedStatus
-	(*ParkedEntity)(nil),           // 13: portbridge.v1.ParkedEntity
-	(*EntityConflict)(nil),         // 14: portbridge.v1.EntityConflict
-	(*DeletionGuardStatus)(nil),    // 15: portbridge.v1.DeletionGuardStatus
-	(*DeletionRefusal)(nil),        // 16: portbridge.v1.DeletionRefusal
-	(*QuarantinedChange)(nil),      // 17: portbridge.v1.QuarantinedChange
-	(*QueueStatus)(nil),            // 18: portbridge.v1.QueueStatus
-	(*ResyncStatus)(nil),           // 19: portbridge.v1.ResyncStatus
-	(*SyncCounts)(nil),             // 20: portbridge.v1.SyncCounts
-	(*PeerStatus)(nil),             // 21: portbridge.v1.PeerStatus
-	(*RateLimitStatus)(nil),        // 22: portbridge.v1.RateLimitStatus
-	(*PreviewMappingRequest)(nil),  // 23: portbridge.v1.PreviewMappingRequest
-	(*PreviewMappingResponse)(nil), // 24: portbridge.v1.PreviewMappingResponse
-	(*MappedEntity)(nil),           // 25: portbridge.v1.MappedEntity
-	(*MappingWarning)(nil),         // 26: portbridge.v1.MappingWarning
-	nil,                            // 27: portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
-	nil,                            // 28: portbridge.v1.DeletionGuardStatus.RefusedEntry
-	nil,                            // 29: portbridge.v1.ResyncStatus.PerKindEntry
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),        // 31: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
+	(*PassResult)(nil),             // 11: portbridge.v1.PassResult
+	(*PortIntegrationStatus)(nil),  // 12: portbridge.v1.PortIntegrationStatus
+	(*OwnershipStatus)(nil),        // 13: portbridge.v1.OwnershipStatus
+	(*EntityFailure)(nil),          // 14: portbridge.v1.EntityFailure
+	(*ParkedStatus)(nil),           // 15: portbridge.v1.ParkedStatus
+	(*ParkedEntity)(nil),           // 16: portbridge.v1.ParkedEntity
+	(*EntityConflict)(nil),         // 17: portbridge.v1.EntityConflict
+	(*DeletionGuardStatus)(nil),    // 18: portbridge.v1.DeletionGuardStatus
+	(*DeletionRefusal)(nil),        // 19: portbridge.v1.DeletionRefusal
+	(*QuarantinedChange)(nil),      // 20: portbridge.v1.QuarantinedChange
+	(*QueueStatus)(nil),            // 21: portbridge.v1.QueueStatus
+	(*ResyncStatus)(nil),           // 22: portbridge.v1.ResyncStatus
+	(*SyncCounts)(nil),             // 23: portbridge.v1.SyncCounts
+	(*PeerStatus)(nil),             // 24: portbridge.v1.PeerStatus
+	(*RateLimitStatus)(nil),        // 25: portbridge.v1.RateLimitStatus
+	(*PreviewMappingRequest)(nil),  // 26: portbridge.v1.PreviewMappingRequest
+	(*PreviewMappingResponse)(nil), // 27: portbridge.v1.PreviewMappingResponse
+	(*MappedEntity)(nil),           // 28: portbridge.v1.MappedEntity
+	(*MappingWarning)(nil),         // 29: portbridge.v1.MappingWarning
+	nil,                            // 30: portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
+	nil,                            // 31: portbridge.v1.DeletionGuardStatus.RefusedEntry
+	nil,                            // 32: portbridge.v1.ResyncStatus.PerKindEntry
+	(*timestamppb.Timestamp)(nil),  // 33: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),        // 34: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
 }
 var file_portbridge_v1_bridge_proto_depIdxs = []int32{
-	30, // 0: portbridge.v1.Change.observed_at:type_name -> google.protobuf.Timestamp
+	33, // 0: portbridge.v1.Change.observed_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: portbridge.v1.Change.upserted:type_name -> portbridge.v1.Upserted
 	2,  // 2: portbridge.v1.Change.deleted:type_name -> portbridge.v1.Deleted
-	31, // 3: portbridge.v1.Upserted.entity:type_name -> google.protobuf.Struct
+	34, // 3: portbridge.v1.Upserted.entity:type_name -> google.protobuf.Struct
 	0,  // 4: portbridge.v1.PublishChangesRequest.changes:type_name -> portbridge.v1.Change
 	0,  // 5: portbridge.v1.StreamChangesRequest.changes:type_name -> portbridge.v1.Change
-	30, // 6: portbridge.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	18, // 7: portbridge.v1.GetStatusResponse.queue:type_name -> portbridge.v1.QueueStatus
-	19, // 8: portbridge.v1.GetStatusResponse.last_resync:type_name -> portbridge.v1.ResyncStatus
-	19, // 9: portbridge.v1.GetStatusResponse.current_resync:type_name -> portbridge.v1.ResyncStatus
-	21, // 10: portbridge.v1.GetStatusResponse.port:type_name -> portbridge.v1.PeerStatus
-	21, // 11: portbridge.v1.GetStatusResponse.backstage:type_name -> portbridge.v1.PeerStatus
-	22, // 12: portbridge.v1.GetStatusResponse.port_rate_limit:type_name -> portbridge.v1.RateLimitStatus
-	19, // 13: portbridge.v1.GetStatusResponse.last_verify:type_name -> portbridge.v1.ResyncStatus
-	27, // 14: portbridge.v1.GetStatusResponse.owned_entities:type_name -> portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
-	11, // 15: portbridge.v1.GetStatusResponse.recent_failures:type_name -> portbridge.v1.EntityFailure
-	12, // 16: portbridge.v1.GetStatusResponse.parked:type_name -> portbridge.v1.ParkedStatus
-	14, // 17: portbridge.v1.GetStatusResponse.recent_conflicts:type_name -> portbridge.v1.EntityConflict
-	15, // 18: portbridge.v1.GetStatusResponse.deletion_guard:type_name -> portbridge.v1.DeletionGuardStatus
-	30, // 19: portbridge.v1.GetStatusResponse.last_error_at:type_name -> google.protobuf.Timestamp
-	30, // 20: portbridge.v1.EntityFailure.at:type_name -> google.protobuf.Timestamp
-	13, // 21: portbridge.v1.ParkedStatus.recent:type_name -> portbridge.v1.ParkedEntity
-	30, // 22: portbridge.v1.ParkedEntity.at:type_name -> google.protobuf.Timestamp
-	30, // 23: portbridge.v1.EntityConflict.at:type_name -> google.protobuf.Timestamp
-	32, // 24: portbridge.v1.DeletionGuardStatus.window:type_name -> google.protobuf.Duration
-	16, // 25: portbridge.v1.DeletionGuardStatus.last_refusal:type_name -> portbridge.v1.DeletionRefusal
-	28, // 26: portbridge.v1.DeletionGuardStatus.refused:type_name -> portbridge.v1.DeletionGuardStatus.RefusedEntry
-	30, // 27: portbridge.v1.DeletionRefusal.at:type_name -> google.protobuf.Timestamp
-	30, // 28: portbridge.v1.QuarantinedChange.at:type_name -> google.protobuf.Timestamp
-	32, // 29: portbridge.v1.QueueStatus.oldest_age:type_name -> google.protobuf.Duration
-	17, // 30: portbridge.v1.QueueStatus.recent_quarantined:type_name -> portbridge.v1.QuarantinedChange
-	30, // 31: portbridge.v1.ResyncStatus.started_at:type_name -> google.protobuf.Timestamp
-	30, // 32: portbridge.v1.ResyncStatus.finished_at:type_name -> google.protobuf.Timestamp
-	20, // 33: portbridge.v1.ResyncStatus.totals:type_name -> portbridge.v1.SyncCounts
-	29, // 34: portbridge.v1.ResyncStatus.per_kind:type_name -> portbridge.v1.ResyncStatus.PerKindEntry
-	30, // 35: portbridge.v1.PeerStatus.last_success:type_name -> google.protobuf.Timestamp
-	30, // 36: portbridge.v1.RateLimitStatus.reset_at:type_name -> google.protobuf.Timestamp
-	32, // 37: portbridge.v1.RateLimitStatus.waited:type_name -> google.protobuf.Duration
-	30, // 38: portbridge.v1.RateLimitStatus.waiting_until:type_name -> google.protobuf.Timestamp
-	31, // 39: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
-	25, // 40: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
-	26, // 41: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
-	26, // 42: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
-	31, // 43: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
-	20, // 44: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
-	3,  // 45: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
-	5,  // 46: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
-	7,  // 47: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
-	9,  // 48: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
-	23, // 49: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
-	4,  // 50: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
-	6,  // 51: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
-	8,  // 52: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
-	10, // 53: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
-	24, // 54: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
-	50, // [50:55] is the sub-list for method output_type
-	45, // [45:50] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	33, // 6: portbridge.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	21, // 7: portbridge.v1.GetStatusResponse.queue:type_name -> portbridge.v1.QueueStatus
+	22, // 8: portbridge.v1.GetStatusResponse.last_resync:type_name -> portbridge.v1.ResyncStatus
+	22, // 9: portbridge.v1.GetStatusResponse.current_resync:type_name -> portbridge.v1.ResyncStatus
+	24, // 10: portbridge.v1.GetStatusResponse.port:type_name -> portbridge.v1.PeerStatus
+	24, // 11: portbridge.v1.GetStatusResponse.backstage:type_name -> portbridge.v1.PeerStatus
+	25, // 12: portbridge.v1.GetStatusResponse.port_rate_limit:type_name -> portbridge.v1.RateLimitStatus
+	22, // 13: portbridge.v1.GetStatusResponse.last_verify:type_name -> portbridge.v1.ResyncStatus
+	30, // 14: portbridge.v1.GetStatusResponse.owned_entities:type_name -> portbridge.v1.GetStatusResponse.OwnedEntitiesEntry
+	14, // 15: portbridge.v1.GetStatusResponse.recent_failures:type_name -> portbridge.v1.EntityFailure
+	15, // 16: portbridge.v1.GetStatusResponse.parked:type_name -> portbridge.v1.ParkedStatus
+	17, // 17: portbridge.v1.GetStatusResponse.recent_conflicts:type_name -> portbridge.v1.EntityConflict
+	18, // 18: portbridge.v1.GetStatusResponse.deletion_guard:type_name -> portbridge.v1.DeletionGuardStatus
+	33, // 19: portbridge.v1.GetStatusResponse.last_error_at:type_name -> google.protobuf.Timestamp
+	11, // 20: portbridge.v1.GetStatusResponse.recent_passes:type_name -> portbridge.v1.PassResult
+	12, // 21: portbridge.v1.GetStatusResponse.port_integration:type_name -> portbridge.v1.PortIntegrationStatus
+	13, // 22: portbridge.v1.GetStatusResponse.ownership:type_name -> portbridge.v1.OwnershipStatus
+	22, // 23: portbridge.v1.PassResult.pass:type_name -> portbridge.v1.ResyncStatus
+	33, // 24: portbridge.v1.PortIntegrationStatus.registered_at:type_name -> google.protobuf.Timestamp
+	33, // 25: portbridge.v1.PortIntegrationStatus.mapping_applied_at:type_name -> google.protobuf.Timestamp
+	33, // 26: portbridge.v1.PortIntegrationStatus.last_poll:type_name -> google.protobuf.Timestamp
+	33, // 27: portbridge.v1.PortIntegrationStatus.last_resync_request:type_name -> google.protobuf.Timestamp
+	33, // 28: portbridge.v1.OwnershipStatus.at:type_name -> google.protobuf.Timestamp
+	33, // 29: portbridge.v1.EntityFailure.at:type_name -> google.protobuf.Timestamp
+	16, // 30: portbridge.v1.ParkedStatus.recent:type_name -> portbridge.v1.ParkedEntity
+	33, // 31: portbridge.v1.ParkedEntity.at:type_name -> google.protobuf.Timestamp
+	33, // 32: portbridge.v1.EntityConflict.at:type_name -> google.protobuf.Timestamp
+	35, // 33: portbridge.v1.DeletionGuardStatus.window:type_name -> google.protobuf.Duration
+	19, // 34: portbridge.v1.DeletionGuardStatus.last_refusal:type_name -> portbridge.v1.DeletionRefusal
+	31, // 35: portbridge.v1.DeletionGuardStatus.refused:type_name -> portbridge.v1.DeletionGuardStatus.RefusedEntry
+	33, // 36: portbridge.v1.DeletionRefusal.at:type_name -> google.protobuf.Timestamp
+	33, // 37: portbridge.v1.QuarantinedChange.at:type_name -> google.protobuf.Timestamp
+	35, // 38: portbridge.v1.QueueStatus.oldest_age:type_name -> google.protobuf.Duration
+	20, // 39: portbridge.v1.QueueStatus.recent_quarantined:type_name -> portbridge.v1.QuarantinedChange
+	33, // 40: portbridge.v1.ResyncStatus.started_at:type_name -> google.protobuf.Timestamp
+	33, // 41: portbridge.v1.ResyncStatus.finished_at:type_name -> google.protobuf.Timestamp
+	23, // 42: portbridge.v1.ResyncStatus.totals:type_name -> portbridge.v1.SyncCounts
+	32, // 43: portbridge.v1.ResyncStatus.per_kind:type_name -> portbridge.v1.ResyncStatus.PerKindEntry
+	33, // 44: portbridge.v1.PeerStatus.last_success:type_name -> google.protobuf.Timestamp
+	33, // 45: portbridge.v1.RateLimitStatus.reset_at:type_name -> google.protobuf.Timestamp
+	35, // 46: portbridge.v1.RateLimitStatus.waited:type_name -> google.protobuf.Duration
+	33, // 47: portbridge.v1.RateLimitStatus.waiting_until:type_name -> google.protobuf.Timestamp
+	34, // 48: portbridge.v1.PreviewMappingRequest.entity:type_name -> google.protobuf.Struct
+	28, // 49: portbridge.v1.PreviewMappingResponse.entities:type_name -> portbridge.v1.MappedEntity
+	29, // 50: portbridge.v1.PreviewMappingResponse.warnings:type_name -> portbridge.v1.MappingWarning
+	29, // 51: portbridge.v1.PreviewMappingResponse.skipped:type_name -> portbridge.v1.MappingWarning
+	34, // 52: portbridge.v1.MappedEntity.entity:type_name -> google.protobuf.Struct
+	23, // 53: portbridge.v1.ResyncStatus.PerKindEntry.value:type_name -> portbridge.v1.SyncCounts
+	3,  // 54: portbridge.v1.BridgeService.PublishChanges:input_type -> portbridge.v1.PublishChangesRequest
+	5,  // 55: portbridge.v1.BridgeService.StreamChanges:input_type -> portbridge.v1.StreamChangesRequest
+	7,  // 56: portbridge.v1.BridgeService.TriggerResync:input_type -> portbridge.v1.TriggerResyncRequest
+	9,  // 57: portbridge.v1.BridgeService.GetStatus:input_type -> portbridge.v1.GetStatusRequest
+	26, // 58: portbridge.v1.BridgeService.PreviewMapping:input_type -> portbridge.v1.PreviewMappingRequest
+	4,  // 59: portbridge.v1.BridgeService.PublishChanges:output_type -> portbridge.v1.PublishChangesResponse
+	6,  // 60: portbridge.v1.BridgeService.StreamChanges:output_type -> portbridge.v1.StreamChangesResponse
+	8,  // 61: portbridge.v1.BridgeService.TriggerResync:output_type -> portbridge.v1.TriggerResyncResponse
+	10, // 62: portbridge.v1.BridgeService.GetStatus:output_type -> portbridge.v1.GetStatusResponse
+	27, // 63: portbridge.v1.BridgeService.PreviewMapping:output_type -> portbridge.v1.PreviewMappingResponse
+	59, // [59:64] is the sub-list for method output_type
+	54, // [54:59] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_portbridge_v1_bridge_proto_init() }
@@ -2595,7 +3011,7 @@ func file_portbridge_v1_bridge_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portbridge_v1_bridge_proto_rawDesc), len(file_portbridge_v1_bridge_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

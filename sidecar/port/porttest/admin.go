@@ -15,14 +15,18 @@ import (
 
 // RequestCounts counts the /v1 requests the emulator received.
 type RequestCounts struct {
-	Total      int            // every /v1 request
-	Writes     int            // requests to routes that change blueprints or entities, whatever their outcome
-	Throttled  int            // 429 answers (budget or injected)
-	OverBudget int            // requests refused because the rate budget was spent
-	Faulted    int            // requests that an injected fault answered, delayed or expired a token for
-	ByRoute    map[string]int // "POST /v1/blueprints/{b}/entities/bulk" -> count
-	ByStatus   map[int]int    // answers by HTTP status
-	ByBucket   map[string]int // requests per rate-limit bucket (BucketEntities, BucketOther)
+	Total  int // every /v1 request
+	Writes int // requests to routes that change blueprints, entities or integrations, whatever their outcome
+	// EntityWrites counts the requests to routes that change entities
+	// (upserts, bulk upserts, patches, replacements, deletes), whatever
+	// their outcome: what "Port writes" means for a sync.
+	EntityWrites int
+	Throttled    int            // 429 answers (budget or injected)
+	OverBudget   int            // requests refused because the rate budget was spent
+	Faulted      int            // requests that an injected fault answered, delayed or expired a token for
+	ByRoute      map[string]int // "POST /v1/blueprints/{b}/entities/bulk" -> count
+	ByStatus     map[int]int    // answers by HTTP status
+	ByBucket     map[string]int // requests per rate-limit bucket (BucketEntities, BucketOther)
 }
 
 func newCounts() RequestCounts {
@@ -136,6 +140,9 @@ func (e *Emulator) admit(route, bucket string, write bool, now time.Time, h http
 	e.counts.ByBucket[bucket]++
 	if write {
 		e.counts.Writes++
+		if bucket == BucketEntities {
+			e.counts.EntityWrites++
+		}
 	}
 	b := e.buckets[bucket]
 	if b == nil {
