@@ -231,6 +231,7 @@ func TestBurstSurvivesKill9(t *testing.T) {
 
 	var acked sync.Map // identifier -> description
 	var n atomic.Int64
+	var publishErr atomic.Pointer[error]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -244,6 +245,7 @@ func TestBurstSurvivesKill9(t *testing.T) {
 				ids = append(ids, "component:default/"+name)
 			}
 			if _, err := cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: batch}); err != nil {
+				publishErr.Store(&err)
 				return // the process died under us: this batch was not acknowledged
 			}
 			for _, id := range ids {
@@ -252,8 +254,20 @@ func TestBurstSurvivesKill9(t *testing.T) {
 			n.Add(int64(len(ids)))
 		}
 	}()
+	// Kill it in the middle of the burst; a burst that stopped by itself
+	// (an error before the kill) ends the wait too.
+	waitUntil := time.Now().Add(2 * time.Minute)
 	for n.Load() < 500 {
-		time.Sleep(time.Millisecond)
+		select {
+		case <-done:
+			if p := publishErr.Load(); p != nil {
+				t.Fatalf("publishing stopped before the kill: %v", *p)
+			}
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(waitUntil) {
+			t.Fatalf("only %d changes acknowledged in 2 minutes", n.Load())
+		}
 	}
 	c.kill9()
 	cancel()
@@ -298,18 +312,11 @@ func TestResyncSurvivesKill9(t *testing.T) {
 	env := childEnv{catalogURL: catURL, portURL: portURL, statePath: filepath.Join(t.TempDir(), "state.db"), resyncOnStart: true}
 	c := startChild(t, env)
 	// A Port entity that is not ours, in a blueprint we manage.
-	for {
-		if _, ok := portEmu.Blueprint("component"); ok {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the component blueprint", time.Minute, func() bool { _, ok := portEmu.Blueprint("component"); return ok })
 	if _, err := portEmu.PutEntity("component", port.Entity{Identifier: "foreign", Title: "Not ours"}, "someone-else", false); err != nil {
 		t.Fatal(err)
 	}
-	for portEmu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"] < 10 {
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitFor(t, "the resync writing", time.Minute, func() bool { return portEmu.Requests().ByRoute["POST /v1/blueprints/{b}/entities/bulk"] >= 10 })
 	c.kill9()
 	portEmu.ClearFaults()
 
