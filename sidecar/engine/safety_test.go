@@ -161,7 +161,8 @@ func TestChangePathDeletionGuard(t *testing.T) {
 				missing = append(missing, r)
 			}
 		}
-		t.Fatalf("the change path deleted %d of %d entities: %v", inPort-got, inPort, missing)
+		recs, found, _ := e.store.Refs(missing)
+		t.Fatalf("the change path deleted %d of %d entities: %v; Port requests %v; records %+v %v", inPort-got, inPort, missing, e.portEmu.Requests().ByRoute, recs, found)
 	}
 	st, err := e.eng.Status(context.Background())
 	if err != nil {
