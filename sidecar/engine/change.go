@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/portbridge/portbridge/sidecar/mapping"
 	"github.com/portbridge/portbridge/sidecar/plan"
 	"github.com/portbridge/portbridge/sidecar/registry"
@@ -114,6 +116,9 @@ func (e *Engine) applyChange(ctx context.Context, ref string, newest state.Queue
 	}
 	pr := refInput(ref, newest.ObservedAt, res, rec, gone)
 	pr.Record = true
+	if !gone {
+		pr.Version = e.contentVersion(entity)
+	}
 	ch, err := e.planRefs([]plan.Ref{pr}, plan.StaleDelete)
 	if err != nil {
 		return changeOutcome{err: err}
@@ -174,6 +179,7 @@ func refInput(ref string, observed time.Time, res mapping.Result, rec *state.Ref
 	}
 	if rec != nil {
 		r.Owned = registry.Owned(ref, *rec)
+		r.OwnedVersion = rec.Version
 	} else {
 		r.Record = true // a new entity: remember its observation even if it maps to nothing
 	}
@@ -316,4 +322,29 @@ func kindOf(ref string) string {
 		return ref[:i]
 	}
 	return ""
+}
+
+// contentVersion identifies an entity's content under the mapping in use:
+// a hash of its metadata.etag (which Backstage changes whenever the
+// entity's stitched output changes, relations included) and the mapping's
+// fingerprint. 0 when the entity has no etag.
+func (e *Engine) contentVersion(entity map[string]any) uint64 {
+	meta, _ := entity["metadata"].(map[string]any)
+	etag, _ := meta["etag"].(string)
+	return e.versionOf(etag)
+}
+
+// versionOf is contentVersion for a known etag.
+func (e *Engine) versionOf(etag string) uint64 {
+	if etag == "" {
+		return 0
+	}
+	d := xxhash.New()
+	_, _ = d.WriteString(etag)
+	_, _ = d.Write([]byte{0})
+	_, _ = d.WriteString(e.mapperNow().Fingerprint())
+	if v := d.Sum64(); v != 0 {
+		return v
+	}
+	return 1
 }

@@ -149,10 +149,11 @@ func (e *Engine) received() uint64 {
 }
 
 type mappedEnt struct {
-	ref  string
-	kind string
-	res  mapping.Result
-	ok   bool
+	ref     string
+	kind    string
+	res     mapping.Result
+	version uint64 // content version (etag under the mapping in use)
+	ok      bool
 }
 
 // resyncPage maps a page on all cores, plans it against the registry in
@@ -218,6 +219,7 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 			rp = &rec
 		}
 		pr := refInput(m.ref, pageTime, m.res, rp, false)
+		pr.Version = m.version
 		if pr.Partial {
 			// A mapping that failed for this entity must not make the
 			// resync delete what it produced before.
@@ -337,7 +339,7 @@ func (e *Engine) mapForResync(ctx context.Context, sc *scan, ent catalog.Entity)
 		return mappedEnt{}
 	}
 	e.countMapping(r, res)
-	m.res, m.ok = res, true
+	m.res, m.version, m.ok = res, e.contentVersion(ent), true
 	return m
 }
 

@@ -75,6 +75,11 @@ type Ref struct {
 	// changes (the change path; a new entity). Otherwise it is recorded
 	// only with a change, so an unchanged resync writes nothing.
 	Record bool
+	// Version identifies the entity's content and the mapping (its etag
+	// and the mapping's fingerprint; 0 unknown), and OwnedVersion the one
+	// the registry has: a new version is recorded once the ref's changes
+	// are applied, so that a later resync can skip the unchanged entity.
+	Version, OwnedVersion uint64
 }
 
 // StaleMode says what happens to owned entities a ref no longer produces.
@@ -171,6 +176,9 @@ type Changes struct {
 
 	// Observed are refs whose observation time the registry records.
 	Observed map[string]time.Time
+	// Versions are refs' new content versions (see Ref.Version), recorded
+	// once their changes are applied.
+	Versions map[string]uint64
 	// Forget are refs whose record goes once nothing of them is left.
 	Forget []string
 	// Handover are refs that still claim an entity another ref released:
@@ -181,7 +189,7 @@ type Changes struct {
 
 // Empty reports whether c writes nothing and records nothing.
 func (c *Changes) Empty() bool {
-	return c == nil || len(c.Create)+len(c.Update)+len(c.Delete)+len(c.Release)+len(c.Claim)+len(c.Observed)+len(c.Forget) == 0
+	return c == nil || len(c.Create)+len(c.Update)+len(c.Delete)+len(c.Release)+len(c.Claim)+len(c.Observed)+len(c.Versions)+len(c.Forget) == 0
 }
 
 // size counts the changes that touch the registry.
@@ -242,6 +250,12 @@ func (c *Changes) Merge(o *Changes) {
 		}
 		c.Observed[r] = t
 	}
+	for r, v := range o.Versions {
+		if c.Versions == nil {
+			c.Versions = map[string]uint64{}
+		}
+		c.Versions[r] = v
+	}
 	c.Forget = append(c.Forget, o.Forget...)
 	c.Handover = append(c.Handover, o.Handover...)
 }
@@ -283,6 +297,15 @@ func Compute(in Input) *Changes {
 			owned[o.Key] = o
 		}
 		before := ch.size()
+		versioned := r.Version != 0 && r.Version != r.OwnedVersion && !r.Gone && !r.Partial
+		if versioned {
+			if ch.Versions == nil {
+				ch.Versions = map[string]uint64{}
+			}
+			ch.Versions[r.Ref] = r.Version
+		}
+		// The observation is recorded with any change, and when asked.
+		record := func() bool { return !r.Gone && (r.Record || versioned || ch.size() > before) }
 		produced := map[Key]bool{}
 		for _, d := range r.Desired {
 			if r.Gone || produced[d.Key] {
@@ -334,7 +357,7 @@ func Compute(in Input) *Changes {
 		}
 		// What the ref owns and no longer produces.
 		if (r.Partial || in.Stale == StaleDefer) && !r.Gone {
-			if r.Record || ch.size() > before {
+			if record() {
 				ch.Observed[r.Ref] = r.ObservedAt
 			}
 			continue
@@ -365,7 +388,7 @@ func Compute(in Input) *Changes {
 		if r.Gone && left == 0 {
 			ch.Forget = append(ch.Forget, r.Ref)
 		}
-		if !r.Gone && (r.Record || ch.size() > before) {
+		if record() {
 			ch.Observed[r.Ref] = r.ObservedAt
 		}
 	}

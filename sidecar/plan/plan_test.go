@@ -122,6 +122,22 @@ func TestComputeRecordsObservations(t *testing.T) {
 	}
 }
 
+// A ref's new content version is recorded with its observation; an
+// unchanged version, a partial mapping or a gone entity records none.
+func TestComputeRecordsVersions(t *testing.T) {
+	const a = "component:default/a"
+	newVer := ref("a", []Desired{want("x", 1)}, []Owned{own(a, "x", 1)})
+	newVer.Version, newVer.OwnedVersion = 2, 1
+	same := ref("s", []Desired{want("y", 1)}, []Owned{own("component:default/s", "y", 1)})
+	same.Version, same.OwnedVersion = 5, 5
+	partial := ref("p", nil, nil)
+	partial.Version, partial.Partial = 3, true
+	c := Compute(Input{Refs: []Ref{newVer, same, partial}, Stale: StaleDefer})
+	if len(c.Versions) != 1 || c.Versions[a] != 2 || len(c.Observed) != 1 || c.UnchangedTotal() != 2 {
+		t.Fatalf("versions %v observed %v unchanged %d", c.Versions, c.Observed, c.UnchangedTotal())
+	}
+}
+
 func TestPolicies(t *testing.T) {
 	const a = "component:default/a"
 	base := func() *Changes {

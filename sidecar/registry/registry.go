@@ -256,6 +256,9 @@ func Refs(ch *plan.Changes) []string {
 	for r := range ch.Observed {
 		set[r] = struct{}{}
 	}
+	for r := range ch.Versions {
+		set[r] = struct{}{}
+	}
 	for _, r := range ch.Forget {
 		set[r] = struct{}{}
 	}
@@ -272,6 +275,7 @@ type refState struct {
 	failures []Failure
 	observed time.Time
 	record   bool
+	version  uint64 // content version to record once applied
 	forget   bool
 }
 
@@ -297,6 +301,9 @@ func (r *Registry) Apply(ctx context.Context, ch *plan.Changes, o ApplyOptions, 
 	for ref, t := range ch.Observed {
 		s := get(ref, "")
 		s.observed, s.record = t, true
+	}
+	for ref, v := range ch.Versions {
+		get(ref, "").version = v
 	}
 	for _, ref := range ch.Forget {
 		get(ref, "").forget = true
@@ -459,6 +466,9 @@ func (a *applying) completeWith(ref string, removed []plan.Key) {
 	}
 	if ok && s.record {
 		w.Observed = map[string]time.Time{ref: s.observed}
+	}
+	if ok && s.version != 0 {
+		w.Versions = map[string]uint64{ref: s.version}
 	}
 	if ok && len(s.written) > 0 {
 		w.Unpark = []string{ref}

@@ -39,6 +39,11 @@ type RefRecord struct {
 	ObservedAt time.Time
 	// Outputs are the Port entities it produced.
 	Outputs []Output
+	// Version identifies the catalog entity's content and the mapping that
+	// produced Outputs (a hash of its metadata.etag and the mapping's
+	// fingerprint); 0 when unknown. While the catalog's etag and the
+	// mapping stay the same, a resync need not read or map the entity.
+	Version uint64
 }
 
 // Keys lists the record's outputs' keys.
@@ -91,6 +96,10 @@ func (r RefRecord) encode(ref string) []byte {
 		b = binary.BigEndian.AppendUint64(b, o.Hash)
 		b = binary.AppendVarint(b, o.PushedAt.UnixMilli())
 	}
+	if r.Version != 0 {
+		// Optional trailer: records without it read as Version 0.
+		b = binary.BigEndian.AppendUint64(b, r.Version)
+	}
 	return b
 }
 
@@ -117,6 +126,13 @@ func decodeRef(ref string, v []byte) (RefRecord, error) {
 		o.Hash = r.uint64()
 		o.PushedAt = time.UnixMilli(r.varint())
 		rec.Outputs = append(rec.Outputs, o)
+	}
+	switch {
+	case r.err != nil:
+	case len(r.b) == 8:
+		rec.Version = binary.BigEndian.Uint64(r.b)
+	case len(r.b) != 0:
+		r.err = fmt.Errorf("corrupt record trailer of %d bytes", len(r.b))
 	}
 	return rec, r.err
 }
@@ -308,6 +324,9 @@ type Parked struct {
 type Write struct {
 	// Observed sets refs' observation times (creating records).
 	Observed map[string]time.Time
+	// Versions sets refs' content versions (see RefRecord.Version); 0
+	// clears one.
+	Versions map[string]uint64
 	// Confirm adds or replaces outputs of refs (creating records).
 	Confirm map[string][]Output
 	// Remove drops outputs of refs.
@@ -321,12 +340,15 @@ type Write struct {
 
 // Empty reports whether w changes nothing.
 func (w *Write) Empty() bool {
-	return len(w.Observed)+len(w.Confirm)+len(w.Remove)+len(w.Forget)+len(w.Park)+len(w.Unpark) == 0
+	return len(w.Observed)+len(w.Versions)+len(w.Confirm)+len(w.Remove)+len(w.Forget)+len(w.Park)+len(w.Unpark) == 0
 }
 
 func (w *Write) refs() []string {
 	set := map[string]struct{}{}
 	for r := range w.Observed {
+		set[r] = struct{}{}
+	}
+	for r := range w.Versions {
 		set[r] = struct{}{}
 	}
 	for r := range w.Confirm {
@@ -375,6 +397,9 @@ func (s *Store) Commit(w Write) error {
 			if t, ok := w.Observed[r]; ok {
 				rec.ObservedAt = t
 			}
+			if v, ok := w.Versions[r]; ok {
+				rec.Version = v
+			}
 			for _, o := range w.Confirm[r] {
 				if i := slices.IndexFunc(rec.Outputs, func(x Output) bool { return x.Key == o.Key }); i >= 0 {
 					rec.Outputs[i] = o
@@ -395,7 +420,7 @@ func (s *Store) Commit(w Write) error {
 						return err
 					}
 				}
-			case !existed && len(rec.Outputs) == 0 && w.Observed[r].IsZero():
+			case !existed && len(rec.Outputs) == 0 && w.Observed[r].IsZero() && rec.Version == 0:
 				// Nothing to remember (a removal for an unknown ref).
 			default:
 				if err := rb.Put([]byte(r), rec.encode(r)); err != nil {

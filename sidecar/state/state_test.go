@@ -429,6 +429,37 @@ func TestForEachRefChunks(t *testing.T) {
 	}
 }
 
+// A record's content version rides along as an optional trailer: set by a
+// Write, kept by later writes that do not name it, cleared by 0.
+func TestRecordVersion(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t)
+	ref := "component:default/v"
+	if err := s.Commit(Write{Versions: map[string]uint64{ref: 77}, Confirm: map[string][]Output{ref: {{Key: Key{"component", ref}, Hash: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(Write{Observed: map[string]time.Time{ref: time.UnixMilli(5)}}); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := s.Refs([]string{ref})
+	if err != nil || recs[0].Version != 77 || len(recs[0].Outputs) != 1 {
+		t.Fatalf("record %+v %v", recs[0], err)
+	}
+	if err := s.Commit(Write{Versions: map[string]uint64{ref: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _, _ := s.Refs([]string{ref}); recs[0].Version != 0 {
+		t.Fatalf("version not cleared: %+v", recs[0])
+	}
+	// A record of an entity that maps to nothing still keeps its version.
+	if err := s.Commit(Write{Versions: map[string]uint64{"api:default/none": 9}}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, found, _ := s.Refs([]string{"api:default/none"}); !found[0] || recs[0].Version != 9 {
+		t.Fatalf("version of an output-less record: %+v %v", recs[0], found[0])
+	}
+}
+
 func TestRecordSize(t *testing.T) {
 	t.Parallel()
 	ref := "component:default/artist-lookup"
@@ -444,7 +475,7 @@ func TestRecordSize(t *testing.T) {
 
 func TestCorruptRecords(t *testing.T) {
 	t.Parallel()
-	for _, v := range [][]byte{nil, {0x80}, {2, 0x05, 'a'}, {2, 0xff, 0xff, 0x03}, {2, 1, 0, 0, 1, 2}} {
+	for _, v := range [][]byte{nil, {0x80}, {2, 0x05, 'a'}, {2, 0xff, 0xff, 0x03}, {2, 1, 0, 0, 1, 2}, {2, 0, 1, 2, 3}} {
 		if _, err := decodeRef("x:y/z", v); err == nil {
 			t.Errorf("decodeRef(%v) accepted", v)
 		}
