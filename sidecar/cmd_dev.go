@@ -54,7 +54,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	loaded := ""
 	switch {
 	case *generate > 0:
-		if err := cat.UpsertAll(catalogtest.Generate(*generate, 1)); err != nil {
+		if err := cat.AddGenerated(*generate, 1); err != nil {
 			return fmt.Errorf("generate catalog: %w", err)
 		}
 		loaded = fmt.Sprintf("%d synthetic entities", *generate)

@@ -4,7 +4,9 @@
 // location annotations, relations in both directions), serves by-query,
 // by-refs, by-name and by-uid with Backstage's errors and auth, and offers
 // mutation hooks (Go and HTTP) and a synthetic catalog generator. Entities
-// are stored as encoded JSON, so 100k entities stay cheap.
+// are stored as encoded JSON, or, when generated (AddGenerated), as their
+// index alone, so a million entities stay cheap; by-query pages by key
+// (sort value and uid), so a page costs O(page + log N).
 package catalogtest
 
 import (
@@ -18,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 )
@@ -43,6 +46,17 @@ type Emulator struct {
 	sorted []*record // by uid, except while unsorted
 	// unsorted: records were appended to sorted during a batch
 	unsorted bool
+	// version counts mutations; cached query views of an older version
+	// are rebuilt.
+	version uint64
+	interned map[string]string // apiVersion, kind and namespace strings
+
+	vmu   sync.Mutex
+	views map[string]*view // query views by filters and order
+
+	// work counts records a query touched (compared, scanned or
+	// rendered): the cost of a page, independent of machine speed.
+	work atomic.Int64
 
 	fmu      sync.Mutex
 	requests map[string]int
@@ -68,6 +82,8 @@ func New(opts Options) *Emulator {
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		nodes:    map[string]*node{},
 		byUID:    map[string]*record{},
+		interned: map[string]string{},
+		views:    map[string]*view{},
 		requests: map[string]int{},
 		failN:    -1,
 	}
@@ -100,6 +116,28 @@ func (e *Emulator) UpsertAll(entities iter.Seq[catalog.Entity]) error {
 	return e.upsertSeq(entities, false, nil)
 }
 
+// AddGenerated adds the n entities of Generate(n, seed) without keeping
+// their JSON: each is rendered from its index when it is read, and only its
+// relations, uid and etag are stored. Reads cost a rendering each; the
+// content, uids and etags are the same as UpsertAll(Generate(n, seed))
+// gives. An entity later replaced by Upsert is stored as usual.
+func (e *Emulator) AddGenerated(n int, seed int64) error {
+	if n < 0 {
+		return fmt.Errorf("add %d generated entities: must not be negative", n)
+	}
+	l := newLayout(n, seed)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dirty := make(map[*node]struct{}, n)
+	defer e.restitch(dirty)
+	for i := range n {
+		if err := e.upsertLocked(l.entity(i), dirty, l, i); err != nil {
+			return fmt.Errorf("add generated entity %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // upsertSeq stores entities; with keepGoing it skips invalid ones and
 // returns all their errors joined. name names entity i in errors.
 func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, name func(i int) string) error {
@@ -110,7 +148,7 @@ func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, 
 	var errs []error
 	i := 0
 	for ent := range entities {
-		if err := e.upsertLocked(deepCopy(ent), dirty); err != nil {
+		if err := e.upsertLocked(deepCopy(ent), dirty, nil, 0); err != nil {
 			where := fmt.Sprintf("entity %d", i)
 			if name != nil {
 				where = name(i)
@@ -125,11 +163,14 @@ func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, 
 	return errors.Join(errs...)
 }
 
-func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) error {
+// upsertLocked stores one entity: encoded, or generated entity idx of gen
+// when gen is not nil.
+func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, gen *layout, idx int) error {
 	ref, edges, err := process(ent)
 	if err != nil {
 		return err
 	}
+	e.version++
 	key := ref.String()
 	n := e.node(key)
 	uid := ""
@@ -138,10 +179,17 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 	} else {
 		uid = e.newUID()
 	}
-	rec, err := encodeRecord(ent, uid)
-	if err != nil {
+	var rec *record
+	if gen != nil {
+		rec = &record{uid: uid, gen: gen, index: idx}
+	} else if rec, err = encodeRecord(ent, uid); err != nil {
 		return fmt.Errorf("entity %s: %w", key, err)
 	}
+	meta := ent["metadata"].(map[string]any)
+	rec.apiVersion = e.intern(ent["apiVersion"].(string))
+	rec.kind = e.intern(ent["kind"].(string))
+	rec.namespace = e.intern(meta["namespace"].(string))
+	rec.name = meta["name"].(string)
 	e.dropEmitted(n, dirty)
 	for _, ed := range edges {
 		src, dst := e.node(ed.source), e.node(ed.target)
@@ -156,9 +204,12 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 		e.sortRecords()
 	}
 	if old := n.rec; old != nil {
-		// keep the old final body until re-stitched, so an unchanged
-		// entity keeps its etag
-		copy(rec.body[rec.etagOff:], old.etag())
+		// keep the old etag until re-stitched
+		if rec.gen != nil {
+			rec.genEtag = old.etag()
+		} else {
+			copy(rec.body[rec.etagOff:], old.etag())
+		}
 		e.byUID[uid] = rec
 		i, _ := slices.BinarySearchFunc(e.sorted, uid, cmpUID)
 		e.sorted[i] = rec
@@ -170,6 +221,17 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 	n.rec = rec
 	dirty[n] = struct{}{}
 	return nil
+}
+
+// intern returns one shared copy of a string that many entities repeat.
+func (e *Emulator) intern(s string) string {
+	if v, ok := e.interned[s]; ok {
+		return v
+	}
+	if len(e.interned) < 10_000 {
+		e.interned[s] = s
+	}
+	return s
 }
 
 func (e *Emulator) sortRecords() {
@@ -230,6 +292,7 @@ func (e *Emulator) Delete(refs ...string) error {
 	defer e.mu.Unlock()
 	dirty := map[*node]struct{}{}
 	defer e.restitch(dirty)
+	e.version++
 	for _, s := range refs {
 		ref, err := catalog.ParseRef(s, "")
 		if err != nil {
@@ -270,7 +333,7 @@ func (e *Emulator) Get(ref string) (catalog.Entity, bool) {
 		return nil, false
 	}
 	var out catalog.Entity
-	if err := json.Unmarshal(n.rec.body, &out); err != nil {
+	if err := json.Unmarshal(n.rec.final(), &out); err != nil {
 		return nil, false
 	}
 	return out, true
@@ -303,12 +366,18 @@ func (e *Emulator) Requests() map[string]int {
 	return maps.Clone(e.requests)
 }
 
-// ResetRequests zeroes the request counters.
+// ResetRequests zeroes the request counters and the work counter.
 func (e *Emulator) ResetRequests() {
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
 	clear(e.requests)
+	e.work.Store(0)
 }
+
+// Work returns how many records catalog API requests touched (compared in
+// a search, scanned, filtered or rendered) since the start or the last
+// ResetRequests: the cost of serving, counted rather than timed.
+func (e *Emulator) Work() int64 { return e.work.Load() }
 
 // FailAfter serves the next n catalog API requests normally and answers
 // every later one with status and Backstage's error body for it. A status of

@@ -30,16 +30,24 @@ type rel struct {
 	origin *node
 }
 
-// record is one stored entity, kept as its final encoded JSON. Relations and
-// etag are spliced into the encoding in place, so re-stitching never decodes.
+// record is one entity: either stored as its final encoded JSON (relations
+// and etag are spliced into the encoding in place, so re-stitching never
+// decodes), or generated (gen != nil): rendered from its index on demand,
+// with only its etag kept, so a million generated entities hold no JSON.
 type record struct {
-	node    *node
-	uid     string
-	kind    string // as written in the entity
-	body    []byte // final JSON
+	node *node
+	uid  string
+	// identity as written in the entity, for projections that need no body
+	apiVersion, kind, namespace, name string
+
+	body    []byte // stored: final JSON
 	etagOff int    // offset of the 40 etag characters in body
 	relOff  int    // offset of the relations array in body
 	relLen  int    // its length
+
+	gen     *layout // generated: the catalog it belongs to
+	index   int     // generated: its index there
+	genEtag string  // generated: the etag of its current stitched output
 }
 
 // Placeholders written while encoding an entity, replaced by splicing.
@@ -69,51 +77,109 @@ func encodeRecord(e catalog.Entity, uid string) (*record, error) {
 	if etagOff < 0 || relOff < 0 || etagOff > relOff {
 		return nil, fmt.Errorf("encode entity: placeholders not found")
 	}
-	kind, _ := e["kind"].(string)
-	return &record{uid: uid, kind: kind, body: b, etagOff: etagOff + 1, relOff: relOff, relLen: len(relsPlaceholderJSON)}, nil
+	return &record{uid: uid, body: b, etagOff: etagOff + 1, relOff: relOff, relLen: len(relsPlaceholderJSON)}, nil
 }
 
-// stitch writes the node's current relations and the resulting etag into
-// the record. It reports whether the stitched output changed.
-func (r *record) stitch() bool {
-	rels := r.node.rels
+// sortRelations orders a node's relations by type and target, as Backstage
+// returns them.
+func sortRelations(rels []rel) {
 	slices.SortFunc(rels, func(a, b rel) int {
 		if c := strings.Compare(relNames[a.typ], relNames[b.typ]); c != 0 {
 			return c
 		}
 		return strings.Compare(a.target.ref, b.target.ref)
 	})
-	var arr bytes.Buffer
-	arr.WriteByte('[')
+}
+
+// appendRelations appends the JSON array of sorted relations, without
+// duplicates (the same relation emitted by two entities).
+func appendRelations(dst []byte, rels []rel) []byte {
+	dst = append(dst, '[')
+	first := true
 	for i, x := range rels {
 		if i > 0 && x.typ == rels[i-1].typ && x.target == rels[i-1].target {
-			continue // the same relation emitted by two entities
+			continue
 		}
-		if arr.Len() > 1 {
-			arr.WriteByte(',')
+		if !first {
+			dst = append(dst, ',')
 		}
-		arr.WriteString(`{"type":"`)
-		arr.WriteString(relNames[x.typ])
-		arr.WriteString(`","targetRef":`)
-		t, _ := json.Marshal(x.target.ref)
-		arr.Write(t)
-		arr.WriteByte('}')
+		first = false
+		dst = append(dst, `{"type":"`...)
+		dst = append(dst, relNames[x.typ]...)
+		dst = append(dst, `","targetRef":`...)
+		dst = appendJSONString(dst, x.target.ref)
+		dst = append(dst, '}')
 	}
-	arr.WriteByte(']')
-	old := r.body
-	nb := make([]byte, 0, len(old)-r.relLen+arr.Len())
-	nb = append(nb, old[:r.relOff]...)
-	nb = append(nb, arr.Bytes()...)
-	nb = append(nb, old[r.relOff+r.relLen:]...)
+	return append(dst, ']')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// spliced returns body with the relations array replaced by rels and the
+// etag by etag (when not empty), and the new relations length.
+func spliced(body []byte, relOff, relLen, etagOff int, rels []rel, etag string) ([]byte, int) {
+	nb := make([]byte, 0, len(body)-relLen+64*len(rels)+2)
+	nb = append(nb, body[:relOff]...)
+	nb = appendRelations(nb, rels)
+	n := len(nb) - relOff
+	nb = append(nb, body[relOff+relLen:]...)
+	if etag != "" {
+		copy(nb[etagOff:], etag)
+	}
+	return nb, n
+}
+
+// etagOf is the sha1 of a final body without its etag characters.
+func etagOf(body []byte, etagOff int) string {
 	h := sha1.New()
-	h.Write(nb[:r.etagOff])
-	h.Write(nb[r.etagOff+40:])
-	sum := hex.EncodeToString(h.Sum(nil))
-	changed := sum != string(old[r.etagOff:r.etagOff+40])
+	h.Write(body[:etagOff])
+	h.Write(body[etagOff+40:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// stitch writes the node's current relations and the resulting etag into
+// the record. It reports whether the stitched output changed.
+func (r *record) stitch() bool {
+	sortRelations(r.node.rels)
+	if r.gen != nil {
+		body, off := r.gen.appendFinal(nil, r.index, r.uid, etagPlaceholder, r.node.rels)
+		sum := etagOf(body, off)
+		changed := sum != r.genEtag
+		r.genEtag = sum
+		return changed
+	}
+	nb, n := spliced(r.body, r.relOff, r.relLen, r.etagOff, r.node.rels, "")
+	sum := etagOf(nb, r.etagOff)
+	changed := sum != string(r.body[r.etagOff:r.etagOff+40])
 	copy(nb[r.etagOff:], sum)
-	r.body = nb
-	r.relLen = arr.Len()
+	r.body, r.relLen = nb, n
 	return changed
 }
 
-func (r *record) etag() string { return string(r.body[r.etagOff : r.etagOff+40]) }
+// final returns the stitched entity's JSON. The relations of a generated
+// record's node must be sorted (stitch does that).
+func (r *record) final() []byte {
+	if r.gen == nil {
+		return r.body
+	}
+	b, _ := r.gen.appendFinal(make([]byte, 0, 2048), r.index, r.uid, r.genEtag, r.node.rels)
+	return b
+}
+
+func (r *record) etag() string {
+	if r.gen != nil {
+		return r.genEtag
+	}
+	return string(r.body[r.etagOff : r.etagOff+40])
+}
