@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +66,9 @@ type Client struct {
 	retryWait time.Duration
 	requests  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	// bodies hold answers while they are decoded: a scan reuses a few
+	// buffers instead of growing a decoder's buffer for every page.
+	bodies sync.Pool
 }
 
 // New checks cfg and returns a client.
@@ -97,6 +101,7 @@ func New(cfg Config) (*Client, error) {
 	if c.pageSize == 0 {
 		c.pageSize = DefaultPageSize
 	}
+	c.bodies.New = func() any { return new(bytes.Buffer) }
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: 60 * time.Second}
 	}
@@ -147,83 +152,31 @@ func (c *Client) registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Query selects entities for Entities. The zero Query is every entity.
+// Query selects entities for Entities and Scan. The zero Query is every
+// entity.
 type Query struct {
 	Filters    []string // Backstage filter strings (`kind=component,spec.type=service`), OR across elements
 	Fields     []string // projection, e.g. "kind", "metadata.name"; empty means whole entities
 	OrderField string   // e.g. "metadata.name,asc"; empty means Backstage's default (by uid)
+	// ExcludeTotal asks the catalog not to count the matches
+	// (totalItems=exclude, Backstage ≥ 1.4x); ScanResult.TotalItems is then
+	// -1. Counting costs the catalog a query over all matches, once per
+	// scan.
+	ExcludeTotal bool
 }
 
-type queryPage struct {
-	Items      *[]Entity `json:"items"`
-	TotalItems *int      `json:"totalItems"`
-	PageInfo   struct {
-		NextCursor string `json:"nextCursor"`
-	} `json:"pageInfo"`
-}
-
-// Entities streams all matching entities page by page; it never holds more
-// than one page. It yields (nil, err) and stops on any failure (HTTP error
-// after retries, malformed page, entity without kind or metadata.name): a
-// failed scan never looks complete.
+// Entities streams all matching entities page by page, fetching the next
+// page while the caller handles the current one; it holds at most two
+// pages. It yields (nil, err) and stops on any failure (HTTP error after
+// retries, malformed page, entity without kind or metadata.name): a failed
+// scan never looks complete. It is Scan(ctx, q).Entities().
 func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error] {
-	return func(yield func(Entity, error) bool) {
-		params := url.Values{}
-		params.Set("limit", strconv.Itoa(c.pageSize))
-		for _, f := range q.Filters {
-			params.Add("filter", f)
-		}
-		if q.OrderField != "" {
-			params.Set("orderField", q.OrderField)
-		}
-		if len(q.Fields) > 0 {
-			params.Set("fields", strings.Join(q.Fields, ","))
-		}
-		wholeEntities := len(q.Fields) == 0
-		for page := 0; ; page++ {
-			u := c.base + "/entities/by-query?" + params.Encode()
-			var p queryPage
-			if err := c.do(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
-				yield(nil, fmt.Errorf("scan catalog page %d: %w", page, err))
-				return
-			}
-			if p.Items == nil || p.TotalItems == nil {
-				yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d has no items or totalItems", page)})
-				return
-			}
-			items := *p.Items
-			for i, e := range items {
-				if e == nil {
-					yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d is null", page, i)})
-					return
-				}
-				if wholeEntities {
-					if _, err := RefOf(e); err != nil {
-						yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d (uid %v)", page, i, uidOf(e)), Err: err})
-						return
-					}
-				}
-				items[i] = nil // let the consumer's copy be the only reference
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if p.PageInfo.NextCursor == "" {
-				return
-			}
-			if len(items) == 0 {
-				yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d is empty but has a next cursor", page)})
-				return
-			}
-			next := url.Values{}
-			next.Set("cursor", p.PageInfo.NextCursor)
-			next.Set("limit", strconv.Itoa(c.pageSize))
-			if len(q.Fields) > 0 {
-				next.Set("fields", strings.Join(q.Fields, ","))
-			}
-			params = next
-		}
-	}
+	return c.Scan(ctx, q).Entities()
+}
+
+// countPage is a by-query answer read only for its count.
+type countPage struct {
+	TotalItems *int `json:"totalItems"`
 }
 
 func uidOf(e Entity) any {
@@ -233,9 +186,11 @@ func uidOf(e Entity) any {
 	return nil
 }
 
-// EntitiesByRefs reads entities by ref in chunks; result[i] is nil when
-// refs[i] does not exist. Refs may be in any form ParseRef accepts with a
-// kind; they are sent in Backstage's canonical lower-case form.
+// EntitiesByRefs reads entities by ref in chunks of 200 (Backstage's
+// server also works in chunks of 200); result[i] is nil when refs[i] does
+// not exist. Refs may be in any form ParseRef accepts with a kind; they are
+// sent in Backstage's canonical lower-case form. FetchByRefs streams
+// instead of collecting.
 func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []string) ([]Entity, error) {
 	canon := make([]string, len(refs))
 	for i, r := range refs {
@@ -246,27 +201,12 @@ func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []str
 		canon[i] = ref.String()
 	}
 	out := make([]Entity, 0, len(refs))
-	u := c.base + "/entities/by-refs"
 	for start := 0; start < len(canon); start += refsChunk {
-		chunk := canon[start:min(start+refsChunk, len(canon))]
-		body := struct {
-			EntityRefs []string `json:"entityRefs"`
-			Fields     []string `json:"fields,omitempty"`
-		}{chunk, fields}
-		var res struct {
-			Items *[]Entity `json:"items"`
+		items, err := c.byRefs(ctx, canon[start:min(start+refsChunk, len(canon))], fields, start)
+		if err != nil {
+			return nil, err
 		}
-		if err := c.do(ctx, "by-refs", http.MethodPost, u, body, &res); err != nil {
-			return nil, fmt.Errorf("read entities by refs %d..%d: %w", start, start+len(chunk)-1, err)
-		}
-		if res.Items == nil || len(*res.Items) != len(chunk) {
-			n := -1
-			if res.Items != nil {
-				n = len(*res.Items)
-			}
-			return nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("asked for %d refs, got %d items", len(chunk), n)}
-		}
-		out = append(out, *res.Items...)
+		out = append(out, items...)
 	}
 	return out, nil
 }
@@ -313,7 +253,7 @@ func (c *Client) EntityByUID(ctx context.Context, uid string) (Entity, error) {
 // credentials: by-query with limit 0.
 func (c *Client) Ping(ctx context.Context) error {
 	u := c.base + "/entities/by-query?limit=0"
-	var p queryPage
+	var p countPage
 	if err := c.once(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
 		return fmt.Errorf("ping catalog: %w", err)
 	}
@@ -332,7 +272,7 @@ func (c *Client) Count(ctx context.Context, filters ...string) (int, error) {
 		params.Add("filter", f)
 	}
 	u := c.base + "/entities/by-query?" + params.Encode()
-	var p queryPage
+	var p countPage
 	if err := c.do(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
 		return 0, fmt.Errorf("count catalog entities: %w", err)
 	}
@@ -419,15 +359,31 @@ func (c *Client) once(ctx context.Context, route, method, u string, body, out an
 	if resp.StatusCode/100 != 2 {
 		return decodeAPIError(method, u, resp)
 	}
-	dec := json.NewDecoder(resp.Body)
-	if err := dec.Decode(out); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) && ctx.Err() == nil {
+	buf := c.bodies.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			c.bodies.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("catalog %s %s: %w", method, u, ctx.Err())
+		}
+		return &networkError{method: method, url: u, err: fmt.Errorf("answer cut short: %w", err)}
+	}
+	if err := json.Unmarshal(buf.Bytes(), out); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) && se.Offset >= int64(buf.Len()) {
 			return &networkError{method: method, url: u, err: fmt.Errorf("answer cut short: %w", err)}
 		}
 		return &MalformedResponseError{URL: u, Reason: "decode JSON", Err: err}
 	}
 	return nil
 }
+
+// maxPooledBody: larger buffers are left to the garbage collector.
+const maxPooledBody = 8 << 20
 
 func (c *Client) count(route string, code int) {
 	if c.requests != nil {

@@ -164,58 +164,68 @@ func fieldsParam(vals []string) ([][]string, error) {
 }
 
 // identityFields are the paths a projection can answer from a record's
-// identity without rendering or decoding the entity.
-var identityFields = map[string]bool{
-	"apiVersion": true, "kind": true,
-	"metadata.name": true, "metadata.namespace": true, "metadata.uid": true, "metadata.etag": true,
+// identity without rendering or decoding the entity, in output order.
+var identityFields = []string{"apiVersion", "kind", "metadata.name", "metadata.namespace", "metadata.uid", "metadata.etag"}
+
+// projection is a parsed `fields` parameter.
+type projection struct {
+	paths [][]string
+	// identity[i]: identityFields[i] is asked for, and nothing else is
+	identity []bool
+	cheap    bool
 }
 
-// appendProjected appends the entity of rec, keeping only the given paths
-// (lodash get/set); no paths means the whole entity.
-func appendProjected(dst []byte, rec *record, fields [][]string) ([]byte, error) {
-	if len(fields) == 0 {
+func newProjection(paths [][]string) projection {
+	p := projection{paths: paths, identity: make([]bool, len(identityFields)), cheap: len(paths) > 0}
+	for _, path := range paths {
+		i := slices.Index(identityFields, strings.Join(path, "."))
+		if i < 0 {
+			p.cheap = false
+			break
+		}
+		p.identity[i] = true
+	}
+	return p
+}
+
+// appendProjected appends the entity of rec, keeping only the projection's
+// paths (lodash get/set); no paths means the whole entity.
+func appendProjected(dst []byte, rec *record, p projection) ([]byte, error) {
+	if len(p.paths) == 0 {
 		return append(dst, rec.final()...), nil
 	}
-	want := map[string]bool{}
-	for _, p := range fields {
-		k := strings.Join(p, ".")
-		if !identityFields[k] {
-			b, err := project(rec.final(), fields)
-			return append(dst, b...), err
-		}
-		want[k] = true
+	if !p.cheap {
+		b, err := project(rec.final(), p.paths)
+		return append(dst, b...), err
+	}
+	vals := [...]string{rec.apiVersion, rec.kind, rec.name, rec.namespace, rec.uid, ""}
+	if p.identity[5] {
+		vals[5] = rec.etag()
 	}
 	dst = append(dst, '{')
-	sep := false
-	field := func(key, val string) {
-		if sep {
+	n := 0
+	inMeta := false
+	for i, key := range identityFields {
+		if !p.identity[i] {
+			continue
+		}
+		if n > 0 {
 			dst = append(dst, ',')
 		}
-		sep = true
-		dst = appendJSONString(dst, key)
-		dst = append(dst, ':')
-		dst = appendJSONString(dst, val)
-	}
-	if want["apiVersion"] {
-		field("apiVersion", rec.apiVersion)
-	}
-	if want["kind"] {
-		field("kind", rec.kind)
-	}
-	if want["metadata.name"] || want["metadata.namespace"] || want["metadata.uid"] || want["metadata.etag"] {
-		if sep {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, `"metadata":{`...)
-		sep = false
-		for _, f := range []struct{ key, val string }{{"name", rec.name}, {"namespace", rec.namespace}, {"uid", rec.uid}, {"etag", ""}} {
-			if want["metadata."+f.key] {
-				if f.key == "etag" {
-					f.val = rec.etag()
-				}
-				field(f.key, f.val)
+		n++
+		if sub, ok := strings.CutPrefix(key, "metadata."); ok {
+			if !inMeta {
+				dst = append(dst, `"metadata":{`...)
+				inMeta = true
 			}
+			key = sub
 		}
+		dst = append(dst, '"')
+		dst = append(dst, key...)
+		dst = append(dst, `":`...)
+		dst = appendJSONString(dst, vals[i])
+	}
+	if inMeta {
 		dst = append(dst, '}')
 	}
 	return append(dst, '}'), nil
@@ -455,11 +465,12 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	fields, err := fieldsParam(q["fields"])
+	paths, err := fieldsParam(q["fields"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	fields := newProjection(paths)
 	var cur cursor
 	initial := q.Get("cursor") == ""
 	excludeTotal := false
@@ -522,7 +533,7 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 		from = max(0, to-limit)
 		more = from > 0
 	}
-	buf := make([]byte, 0, 4096)
+	buf := make([]byte, 0, 64+(to-from)*200)
 	buf = append(buf, `{"items":[`...)
 	for i := from; i < to; i++ {
 		if i > from {
@@ -566,6 +577,7 @@ func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	proj := newProjection(fields)
 	filters, err := filtersParam(q["filter"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
@@ -581,7 +593,7 @@ func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) {
 		if len(filters) > 0 && !filters.matches(decodeRows(rec)) {
 			continue
 		}
-		b, err := appendProjected(nil, rec, fields)
+		b, err := appendProjected(nil, rec, proj)
 		if err != nil {
 			writeError(w, r, 500, "Error", err.Error())
 			return
@@ -615,6 +627,7 @@ func (e *Emulator) serveByRefs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	proj := newProjection(fields)
 	filters, err := filtersParam(r.URL.Query()["filter"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
@@ -634,7 +647,7 @@ func (e *Emulator) serveByRefs(w http.ResponseWriter, r *http.Request) {
 			buf.WriteString("null")
 			continue
 		}
-		b, err := appendProjected(nil, n.rec, fields)
+		b, err := appendProjected(nil, n.rec, proj)
 		if err != nil {
 			writeError(w, r, 500, "Error", err.Error())
 			return

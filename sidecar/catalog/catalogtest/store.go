@@ -113,10 +113,18 @@ func appendRelations(dst []byte, rels []rel) []byte {
 	return append(dst, ']')
 }
 
-// appendJSONString appends s as a JSON string.
+// plainJSON marks the bytes encoding/json writes as they are in a string.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it.
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+		if !plainJSON[s[i]] {
 			b, _ := json.Marshal(s)
 			return append(dst, b...)
 		}
@@ -153,7 +161,7 @@ func etagOf(body []byte, etagOff int) string {
 func (r *record) stitch() bool {
 	sortRelations(r.node.rels)
 	if r.gen != nil {
-		body, off := r.gen.appendFinal(nil, r.index, r.uid, etagPlaceholder, r.node.rels)
+		body, off := r.gen.appendFinal(make([]byte, 0, 2048), r.index, r.uid, etagPlaceholder, r.node.rels)
 		sum := etagOf(body, off)
 		changed := sum != r.genEtag
 		r.genEtag = sum
