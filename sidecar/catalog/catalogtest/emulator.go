@@ -48,7 +48,7 @@ type Emulator struct {
 	unsorted bool
 	// version counts mutations; cached query views of an older version
 	// are rebuilt.
-	version uint64
+	version  uint64
 	interned map[string]string // apiVersion, kind and namespace strings
 
 	vmu   sync.Mutex

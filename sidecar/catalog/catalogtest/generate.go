@@ -40,11 +40,11 @@ func GeneratedEntity(n int, seed int64, i int) (catalog.Entity, error) {
 // layout is where each kind's block starts in a generated catalog; entity i
 // is rendered from its index alone.
 type layout struct {
-	n                                                  int
-	seed                                               uint64
-	domains, systems, groups, users, apis, resources   int
+	n                                                 int
+	seed                                              uint64
+	domains, systems, groups, users, apis, resources  int
 	systemsAt, groupsAt, usersAt, apisAt, resourcesAt int
-	componentsAt                                       int
+	componentsAt                                      int
 }
 
 func newLayout(n int, seed int64) *layout {
