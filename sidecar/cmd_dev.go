@@ -163,7 +163,7 @@ Changes are polled every %s (as the Backstage module does) and reach Port within
 	if err != nil {
 		return err
 	}
-	p := poller.New(cc, cl, 100, log.With("component", "poller"))
+	p := poller.New(cc, cl, poller.Options{BatchSize: 100, Logger: log.With("component", "poller"), Source: "portbridge-dev"})
 	wg.Go(func() { p.Run(ctx, *poll) })
 	<-ctx.Done()
 	wg.Wait()

@@ -174,6 +174,12 @@ func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error]
 	return c.Scan(ctx, q).Entities()
 }
 
+// Versions lists the ref, uid and etag of every matching entity; it is
+// Scan(ctx, q).Versions().
+func (c *Client) Versions(ctx context.Context, q Query) iter.Seq2[Version, error] {
+	return c.Scan(ctx, q).Versions()
+}
+
 // countPage is a by-query answer read only for its count.
 type countPage struct {
 	TotalItems *int `json:"totalItems"`
