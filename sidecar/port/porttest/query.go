@@ -120,7 +120,7 @@ func fieldGetter(p string) func(bp string, r *record) any {
 	case "$updatedBy":
 		return func(_ string, r *record) any { return r.UpdatedBy }
 	}
-	return func(_ string, r *record) any { return r.Properties[p] }
+	return func(_ string, r *record) any { return r.Properties.decode()[p] }
 }
 
 func stringsToAny(ss []string) []any {

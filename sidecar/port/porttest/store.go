@@ -2,6 +2,7 @@ package porttest
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,7 +18,7 @@ type record struct {
 	Title       string         `json:"title,omitempty"`
 	Icon        string         `json:"icon,omitempty"`
 	Team        []string       `json:"team"`
-	Properties  map[string]any `json:"properties"`
+	Properties  props          `json:"properties"`
 	Relations   map[string]any `json:"relations"`
 	CreatedAt   time.Time      `json:"createdAt"`
 	CreatedBy   string         `json:"createdBy"`
@@ -274,10 +275,52 @@ func (s *store) clearRelation(src, target refKey, now time.Time, actor string) {
 	s.save(src.bp, r)
 }
 
+// props is an entity's properties kept as their JSON encoding (an object,
+// keys sorted; empty means {}): a decoded map costs several times the
+// bytes, and most stored entities are only ever written. Never modified in
+// place.
+type props []byte
+
+func encodeProps(m map[string]any) (props, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode properties: %w", err)
+	}
+	return b, nil
+}
+
+// decode returns a new map of the properties.
+func (p props) decode() map[string]any {
+	m := map[string]any{}
+	if len(p) > 0 {
+		_ = json.Unmarshal(p, &m) // encoded by encodeProps or checked by UnmarshalJSON
+	}
+	return m
+}
+
+func (p props) MarshalJSON() ([]byte, error) {
+	if len(p) == 0 {
+		return []byte("{}"), nil
+	}
+	return p, nil
+}
+
+func (p *props) UnmarshalJSON(b []byte) error {
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("entity properties: %w", err)
+	}
+	enc, err := encodeProps(m)
+	*p = enc
+	return err
+}
+
 func (r *record) clone() *record {
 	c := *r
 	c.Team = slices.Clone(r.Team)
-	c.Properties = maps.Clone(r.Properties)
 	c.Relations = maps.Clone(r.Relations)
 	c.DataSources = slices.Clone(r.DataSources)
 	return &c
@@ -286,7 +329,7 @@ func (r *record) clone() *record {
 // toEntity converts a record to the shared entity type.
 func (r *record) toEntity(bp string) port.Entity {
 	e := port.Entity{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Blueprint: bp,
-		Properties: maps.Clone(r.Properties), Relations: maps.Clone(r.Relations)}
+		Properties: r.Properties.decode(), Relations: maps.Clone(r.Relations)}
 	if len(r.Team) > 0 {
 		team := make([]any, len(r.Team))
 		for i, t := range r.Team {
@@ -303,10 +346,7 @@ func (r *record) toJSON(bp string) map[string]any {
 	if team == nil {
 		team = []string{}
 	}
-	props := r.Properties
-	if props == nil {
-		props = map[string]any{}
-	}
+	props := r.Properties.decode()
 	rels := r.Relations
 	if rels == nil {
 		rels = map[string]any{}

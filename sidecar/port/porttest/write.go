@@ -101,14 +101,15 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			r.Team = team
 		}
 	} else {
-		r = &record{Title: title, Icon: icon, Team: team, Properties: map[string]any{}, Relations: map[string]any{}}
+		r = &record{Title: title, Icon: icon, Team: team, Relations: map[string]any{}}
 		if existing != nil {
 			r.CreatedAt, r.CreatedBy, r.DataSources = existing.CreatedAt, existing.CreatedBy, slices.Clone(existing.DataSources)
 		}
 	}
 	r.Identifier = id
-	if r.Properties == nil {
-		r.Properties = map[string]any{}
+	rprops := map[string]any{}
+	if merge {
+		rprops = existing.Properties.decode()
 	}
 	if r.Relations == nil {
 		r.Relations = map[string]any{}
@@ -122,22 +123,27 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if err := checkValue("properties."+k, def, v); err != nil {
 			return nil, false, err
 		}
-		r.Properties[k] = v
+		rprops[k] = v
 	}
 	if existing == nil {
 		for k, def := range bs.props {
-			if _, ok := r.Properties[k]; !ok {
+			if _, ok := rprops[k]; !ok {
 				if d, ok := def["default"]; ok {
-					r.Properties[k] = d
+					rprops[k] = d
 				}
 			}
 		}
 	}
 	for _, k := range bs.required {
-		if r.Properties[k] == nil {
+		if rprops[k] == nil {
 			return nil, false, mismatch("required property %q is missing", k)
 		}
 	}
+	enc, encErr := encodeProps(rprops)
+	if encErr != nil {
+		return nil, false, invalid("%v", encErr)
+	}
+	r.Properties = enc
 
 	var missing []refKey
 	for name, v := range rels {
@@ -184,7 +190,7 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if s.blueprints[m.bp].entities[m.id] != nil {
 			continue
 		}
-		s.save(m.bp, &record{Identifier: m.id, Title: m.id, Properties: map[string]any{}, Relations: map[string]any{},
+		s.save(m.bp, &record{Identifier: m.id, Title: m.id, Relations: map[string]any{},
 			CreatedAt: now, CreatedBy: o.user, UpdatedAt: now, UpdatedBy: o.user, DataSources: []string{o.actor}})
 	}
 	if existing != nil && existing.Identifier != id {
