@@ -85,7 +85,7 @@ func (s *store) compileRule(q map[string]any, allowed []string) (matcher, *apiEr
 		if !ok {
 			return nil, invalid("rule relation must be a string")
 		}
-		get = func(_ string, r *record) any { return r.Relations[rel] }
+		get = func(_ string, r *record) any { return r.Relations.decode()[rel] }
 	default:
 		return nil, invalid("a rule needs a property or a relation")
 	}
@@ -337,7 +337,7 @@ func (s *store) walk(bp string, ids []string, reqOnly, out bool, seen map[refKey
 			if bs == nil || bs.entities[k.id] == nil {
 				continue
 			}
-			for name, v := range bs.entities[k.id].Relations {
+			for name, v := range bs.entities[k.id].Relations.decode() {
 				def := bs.rels[name]
 				if reqOnly && !def.required {
 					continue

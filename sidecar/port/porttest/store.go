@@ -14,17 +14,17 @@ import (
 
 // record is one stored entity.
 type record struct {
-	Identifier  string         `json:"identifier"`
-	Title       string         `json:"title,omitempty"`
-	Icon        string         `json:"icon,omitempty"`
-	Team        []string       `json:"team"`
-	Properties  props          `json:"properties"`
-	Relations   map[string]any `json:"relations"`
-	CreatedAt   time.Time      `json:"createdAt"`
-	CreatedBy   string         `json:"createdBy"`
-	UpdatedAt   time.Time      `json:"updatedAt"`
-	UpdatedBy   string         `json:"updatedBy"`
-	DataSources []string       `json:"datasources"`
+	Identifier  string     `json:"identifier"`
+	Title       string     `json:"title,omitempty"`
+	Icon        string     `json:"icon,omitempty"`
+	Team        []string   `json:"team"`
+	Properties  jsonObject `json:"properties"`
+	Relations   jsonObject `json:"relations"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	CreatedBy   string     `json:"createdBy"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	UpdatedBy   string     `json:"updatedBy"`
+	DataSources []string   `json:"datasources"`
 }
 
 // bpState is a blueprint with its entities.
@@ -93,11 +93,83 @@ type store struct {
 	blueprints map[string]*bpState
 	// incoming maps a target entity to the entities whose relations point
 	// at it, with the number of relation values doing so.
-	incoming map[refKey]map[refKey]int
+	incoming map[refKey]*inSet
+	// interned holds one copy of the strings many records repeat (users,
+	// data sources).
+	interned map[string]string
+}
+
+// inRef is an entity pointing at another n times.
+type inRef struct {
+	src refKey
+	n   int
+}
+
+// inSet is the entities pointing at one entity: a short list (most
+// entities have few), or a map once it grows (a team that owns thousands).
+type inSet struct {
+	list []inRef
+	big  map[refKey]int
+}
+
+const inSetListMax = 32
+
+// add changes src's count by delta and reports whether the set is empty.
+func (in *inSet) add(src refKey, delta int) bool {
+	if in.big != nil {
+		in.big[src] += delta
+		if in.big[src] <= 0 {
+			delete(in.big, src)
+		}
+		return len(in.big) == 0
+	}
+	i := slices.IndexFunc(in.list, func(r inRef) bool { return r.src == src })
+	if i < 0 {
+		in.list = append(in.list, inRef{src: src})
+		i = len(in.list) - 1
+	}
+	in.list[i].n += delta
+	if in.list[i].n <= 0 {
+		in.list = slices.Delete(in.list, i, i+1)
+	}
+	if len(in.list) > inSetListMax {
+		in.big = make(map[refKey]int, len(in.list))
+		for _, r := range in.list {
+			in.big[r.src] = r.n
+		}
+		in.list = nil
+	}
+	return len(in.list) == 0 && in.big == nil
+}
+
+// sources returns the pointing entities (a new slice).
+func (in *inSet) sources() []refKey {
+	if in == nil {
+		return nil
+	}
+	if in.big != nil {
+		return slices.Collect(maps.Keys(in.big))
+	}
+	out := make([]refKey, len(in.list))
+	for i, r := range in.list {
+		out[i] = r.src
+	}
+	return out
+}
+
+// intern returns one shared copy of s.
+func (s *store) intern(v string) string {
+	if x, ok := s.interned[v]; ok {
+		return x
+	}
+	if len(s.interned) < 10_000 {
+		s.interned[v] = v
+	}
+	return v
 }
 
 func newStore() *store {
-	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]map[refKey]int{}}
+	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]*inSet{}, interned: map[string]string{}}
 	now := time.Now().UTC()
 	for _, sys := range []struct{ id, title string }{{"_user", "User"}, {"_team", "Team"}} {
 		raw := map[string]any{"identifier": sys.id, "title": sys.title,
@@ -142,23 +214,19 @@ func targets(v any) []string {
 func (s *store) link(bp string, r *record, delta int) {
 	bs := s.blueprints[bp]
 	src := refKey{bp, r.Identifier}
-	for name, v := range r.Relations {
+	for name, v := range r.Relations.decode() {
 		def, ok := bs.rels[name]
 		if !ok {
 			continue
 		}
 		for _, t := range targets(v) {
 			k := refKey{def.target, t}
-			m := s.incoming[k]
-			if m == nil {
-				m = map[refKey]int{}
-				s.incoming[k] = m
+			in := s.incoming[k]
+			if in == nil {
+				in = &inSet{}
+				s.incoming[k] = in
 			}
-			m[src] += delta
-			if m[src] <= 0 {
-				delete(m, src)
-			}
-			if len(m) == 0 {
+			if in.add(src, delta) {
 				delete(s.incoming, k)
 			}
 		}
@@ -187,11 +255,11 @@ func (s *store) drop(bp, id string) {
 // dependents returns the entities with a relation to (bp, id), split by
 // whether the relation is required.
 func (s *store) dependents(bp, id string) (required, optional []refKey) {
-	for src := range s.incoming[refKey{bp, id}] {
+	for _, src := range s.incoming[refKey{bp, id}].sources() {
 		sbs := s.blueprints[src.bp]
 		r := sbs.entities[src.id]
 		isReq := false
-		for name, v := range r.Relations {
+		for name, v := range r.Relations.decode() {
 			def := sbs.rels[name]
 			if def.target == bp && def.required && slices.Contains(targets(v), id) {
 				isReq = true
@@ -258,42 +326,53 @@ func (s *store) clearRelation(src, target refKey, now time.Time, actor string) {
 		return
 	}
 	r := old.clone()
-	for name, v := range r.Relations {
+	rels := r.Relations.decode()
+	for name, v := range rels {
 		if sbs.rels[name].target != target.bp {
 			continue
 		}
 		switch t := v.(type) {
 		case string:
 			if t == target.id {
-				r.Relations[name] = nil
+				rels[name] = nil
 			}
 		case []any:
-			r.Relations[name] = slices.DeleteFunc(slices.Clone(t), func(x any) bool { return x == target.id })
+			rels[name] = slices.DeleteFunc(slices.Clone(t), func(x any) bool { return x == target.id })
 		}
 	}
-	r.UpdatedAt, r.UpdatedBy = now, actor
+	r.Relations = mustObject(rels)
+	r.UpdatedAt, r.UpdatedBy = now, s.intern(actor)
 	s.save(src.bp, r)
 }
 
-// props is an entity's properties kept as their JSON encoding (an object,
-// keys sorted; empty means {}): a decoded map costs several times the
-// bytes, and most stored entities are only ever written. Never modified in
-// place.
-type props []byte
+// jsonObject is an entity's properties or relations kept as their JSON
+// encoding (an object, keys sorted; empty means {}): a decoded map costs
+// several times the bytes, and most stored entities are only ever written.
+// Never modified in place.
+type jsonObject []byte
 
-func encodeProps(m map[string]any) (props, error) {
+func encodeObject(m map[string]any) (jsonObject, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil, fmt.Errorf("encode properties: %w", err)
+		return nil, fmt.Errorf("encode entity object: %w", err)
 	}
 	return b, nil
 }
 
-// decode returns a new map of the properties.
-func (p props) decode() map[string]any {
+// mustObject encodes values that came from a decoded object.
+func mustObject(m map[string]any) jsonObject {
+	o, err := encodeObject(m)
+	if err != nil {
+		panic(fmt.Sprintf("porttest: %v", err))
+	}
+	return o
+}
+
+// decode returns a new map of the object.
+func (p jsonObject) decode() map[string]any {
 	m := map[string]any{}
 	if len(p) > 0 {
 		_ = json.Unmarshal(p, &m) // encoded by encodeProps or checked by UnmarshalJSON
@@ -301,19 +380,19 @@ func (p props) decode() map[string]any {
 	return m
 }
 
-func (p props) MarshalJSON() ([]byte, error) {
+func (p jsonObject) MarshalJSON() ([]byte, error) {
 	if len(p) == 0 {
 		return []byte("{}"), nil
 	}
 	return p, nil
 }
 
-func (p *props) UnmarshalJSON(b []byte) error {
+func (p *jsonObject) UnmarshalJSON(b []byte) error {
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("entity properties: %w", err)
+		return fmt.Errorf("entity object: %w", err)
 	}
-	enc, err := encodeProps(m)
+	enc, err := encodeObject(m)
 	*p = enc
 	return err
 }
@@ -321,7 +400,6 @@ func (p *props) UnmarshalJSON(b []byte) error {
 func (r *record) clone() *record {
 	c := *r
 	c.Team = slices.Clone(r.Team)
-	c.Relations = maps.Clone(r.Relations)
 	c.DataSources = slices.Clone(r.DataSources)
 	return &c
 }
@@ -329,7 +407,7 @@ func (r *record) clone() *record {
 // toEntity converts a record to the shared entity type.
 func (r *record) toEntity(bp string) port.Entity {
 	e := port.Entity{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Blueprint: bp,
-		Properties: r.Properties.decode(), Relations: maps.Clone(r.Relations)}
+		Properties: r.Properties.decode(), Relations: r.Relations.decode()}
 	if len(r.Team) > 0 {
 		team := make([]any, len(r.Team))
 		for i, t := range r.Team {
@@ -347,10 +425,7 @@ func (r *record) toJSON(bp string) map[string]any {
 		team = []string{}
 	}
 	props := r.Properties.decode()
-	rels := r.Relations
-	if rels == nil {
-		rels = map[string]any{}
-	}
+	rels := r.Relations.decode()
 	m := map[string]any{
 		"identifier": r.Identifier, "title": r.Title, "blueprint": bp, "team": team,
 		"properties": props, "relations": rels,

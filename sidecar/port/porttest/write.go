@@ -1,7 +1,6 @@
 package porttest
 
 import (
-	"maps"
 	"slices"
 	"time"
 
@@ -101,18 +100,15 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			r.Team = team
 		}
 	} else {
-		r = &record{Title: title, Icon: icon, Team: team, Relations: map[string]any{}}
+		r = &record{Title: title, Icon: icon, Team: team}
 		if existing != nil {
 			r.CreatedAt, r.CreatedBy, r.DataSources = existing.CreatedAt, existing.CreatedBy, slices.Clone(existing.DataSources)
 		}
 	}
 	r.Identifier = id
-	rprops := map[string]any{}
+	rprops, rrels := map[string]any{}, map[string]any{}
 	if merge {
-		rprops = existing.Properties.decode()
-	}
-	if r.Relations == nil {
-		r.Relations = map[string]any{}
+		rprops, rrels = existing.Properties.decode(), existing.Relations.decode()
 	}
 
 	for k, v := range props {
@@ -139,7 +135,7 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			return nil, false, mismatch("required property %q is missing", k)
 		}
 	}
-	enc, encErr := encodeProps(rprops)
+	enc, encErr := encodeObject(rprops)
 	if encErr != nil {
 		return nil, false, invalid("%v", encErr)
 	}
@@ -168,20 +164,25 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			}
 			missing = append(missing, refKey{def.target, t})
 		}
-		r.Relations[name] = val
+		rrels[name] = val
 	}
 	for name, def := range bs.rels {
-		if def.required && len(targets(r.Relations[name])) == 0 {
+		if def.required && len(targets(rrels[name])) == 0 {
 			return nil, false, errf(422, "required_relation", "relation %q is required", name)
 		}
 	}
 
-	if r.CreatedAt.IsZero() {
-		r.CreatedAt, r.CreatedBy = now, o.user
+	enc, encErr = encodeObject(rrels)
+	if encErr != nil {
+		return nil, false, invalid("%v", encErr)
 	}
-	r.UpdatedAt, r.UpdatedBy = now, o.user
+	r.Relations = enc
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt, r.CreatedBy = now, s.intern(o.user)
+	}
+	r.UpdatedAt, r.UpdatedBy = now, s.intern(o.user)
 	if o.actor != "" && !slices.Contains(r.DataSources, o.actor) {
-		r.DataSources = append(r.DataSources, o.actor)
+		r.DataSources = append(r.DataSources, s.intern(o.actor))
 	}
 	if o.validationOnly {
 		return r, existing == nil, nil
@@ -190,8 +191,8 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if s.blueprints[m.bp].entities[m.id] != nil {
 			continue
 		}
-		s.save(m.bp, &record{Identifier: m.id, Title: m.id, Relations: map[string]any{},
-			CreatedAt: now, CreatedBy: o.user, UpdatedAt: now, UpdatedBy: o.user, DataSources: []string{o.actor}})
+		s.save(m.bp, &record{Identifier: m.id, Title: m.id,
+			CreatedAt: now, CreatedBy: s.intern(o.user), UpdatedAt: now, UpdatedBy: s.intern(o.user), DataSources: []string{s.intern(o.actor)}})
 	}
 	if existing != nil && existing.Identifier != id {
 		s.rename(bp, existing.Identifier, id, now, o.user)
@@ -326,17 +327,18 @@ func (s *store) parseTeam(bs *bpState, in map[string]any) ([]string, bool, *apiE
 // rename moves the references to (bp, from) over to (bp, to) and drops
 // the old record.
 func (s *store) rename(bp, from, to string, now time.Time, user string) {
-	for src := range maps.Clone(s.incoming[refKey{bp, from}]) {
+	for _, src := range s.incoming[refKey{bp, from}].sources() {
 		sbs := s.blueprints[src.bp]
 		r := sbs.entities[src.id].clone()
-		for name, v := range r.Relations {
+		rels := r.Relations.decode()
+		for name, v := range rels {
 			if sbs.rels[name].target != bp {
 				continue
 			}
 			switch t := v.(type) {
 			case string:
 				if t == from {
-					r.Relations[name] = to
+					rels[name] = to
 				}
 			case []any:
 				c := slices.Clone(t)
@@ -345,10 +347,11 @@ func (s *store) rename(bp, from, to string, now time.Time, user string) {
 						c[i] = to
 					}
 				}
-				r.Relations[name] = c
+				rels[name] = c
 			}
 		}
-		r.UpdatedAt, r.UpdatedBy = now, user
+		r.Relations = mustObject(rels)
+		r.UpdatedAt, r.UpdatedBy = now, s.intern(user)
 		s.save(src.bp, r)
 	}
 	s.drop(bp, from)
