@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,11 @@ import (
 	"github.com/portbridge/portbridge/sidecar/poller"
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
 )
+
+// devGCPercent is the GC target once dev is idle: at most 40% of garbage
+// on top of the live heap (both emulators' catalogs and the sidecar), so a
+// 100k-entity dev stays within a few hundred MB.
+const devGCPercent = 40
 
 // runDev starts the emulated Backstage catalog with the example catalog, the
 // emulated Port API and the sidecar in this one process on loopback, runs
@@ -163,7 +169,14 @@ Changes are polled every %s (as the Backstage module does) and reach Port within
 	if err != nil {
 		return err
 	}
-	p := poller.New(cc, cl, poller.Options{BatchSize: 100, Logger: log.With("component", "poller"), Source: "portbridge-dev"})
+	// The sidecar has just resynced: the poller starts from a listing
+	// (and a resync request) instead of sending the catalog again.
+	p := poller.New(cc, cl, poller.Options{BatchSize: 100, Logger: log.With("component", "poller"), Source: "portbridge-dev", Baseline: true})
+	if os.Getenv("GOGC") == "" {
+		// Idle, the process holds both emulators' catalogs; keep the
+		// garbage on top of them small (GOGC overrides).
+		debug.SetGCPercent(devGCPercent)
+	}
 	wg.Go(func() { p.Run(ctx, *poll) })
 	<-ctx.Done()
 	wg.Wait()

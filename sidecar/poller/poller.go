@@ -56,6 +56,12 @@ type Options struct {
 	// Source names the publisher in the sidecar's logs (default
 	// "portbridge-poller").
 	Source string
+	// Baseline makes the first poll record the listing as acknowledged
+	// without publishing bodies, and ask the sidecar for a resync instead
+	// (which reconciles anything the listing does not carry). For a poller
+	// started next to a sidecar that has just resynced (`portbridge dev`):
+	// it saves sending the whole catalog through the change path.
+	Baseline bool
 }
 
 // Poller keeps the view of the catalog the sidecar acknowledged; it is not
@@ -113,6 +119,10 @@ func (p *Poller) Poll(ctx context.Context) (int, error) {
 			if e.uid == v.UID && e.etag == v.Etag {
 				continue
 			}
+		}
+		if p.opts.Baseline && !p.acked {
+			p.view[v.Ref] = &entry{uid: v.UID, etag: v.Etag, seen: gen}
+			continue
 		}
 		changed = append(changed, v.Ref)
 		listed[v.Ref] = v
@@ -187,7 +197,8 @@ func (p *Poller) Poll(ctx context.Context) (int, error) {
 		return sent, err
 	}
 	if !p.acked {
-		// nothing carried the flag: ask for the reconciliation directly
+		// nothing carried the flag (or the baseline was taken): ask for
+		// the reconciliation directly
 		if _, err := p.pub.TriggerResync(ctx, &portbridgev1.TriggerResyncRequest{Reason: "poller full snapshot"}); err != nil {
 			return sent, fmt.Errorf("ask for a resync in place of a snapshot: %w", err)
 		}

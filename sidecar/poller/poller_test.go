@@ -181,3 +181,46 @@ func TestPacing(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseline: the first poll records the catalog and asks for a resync
+// instead of publishing it; later polls publish changes as usual.
+func TestBaseline(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 3})
+	if err := cat.AddGenerated(40, 3); err != nil {
+		t.Fatal(err)
+	}
+	catSrv := httptest.NewServer(cat)
+	defer catSrv.Close()
+	backend := &servertest.Backend{}
+	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideSrv := httptest.NewServer(srv.Handler())
+	defer sideSrv.Close()
+	cc, _ := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
+	cl, _ := client.New(sideSrv.URL, "sidecar-token", client.WithRetry(0, 0))
+	defer cl.Close()
+	p := poller.New(cc, cl, poller.Options{Baseline: true})
+	if n, err := p.Poll(context.Background()); err != nil || n != 0 || backend.Resyncs() != 1 || len(backend.Batches()) != 0 || cat.Requests()["by-refs"] != 0 {
+		t.Fatalf("baseline poll: %d changes, %v; %d resyncs, %d batches, %d by-refs", n, err, backend.Resyncs(), len(backend.Batches()), cat.Requests()["by-refs"])
+	}
+	refs := cat.Refs()
+	if err := cat.Delete(refs[3]); err != nil {
+		t.Fatal(err)
+	}
+	n, err := p.Poll(context.Background())
+	if err != nil || n == 0 || backend.Resyncs() != 1 {
+		t.Fatalf("poll after a delete: %d, %v, %d resyncs", n, err, backend.Resyncs())
+	}
+	found := false
+	for _, b := range backend.Batches() {
+		for _, c := range b {
+			found = found || (c.GetDeleted() != nil && c.GetEntityRef() == refs[3])
+		}
+	}
+	if !found {
+		t.Errorf("the deletion of %s was not published", refs[3])
+	}
+}
