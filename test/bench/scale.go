@@ -170,7 +170,9 @@ func writeScaleFiles(dir string, all []resyncRuns, rep *Report) error {
 	for i, r := range all {
 		xs[i] = float64(r.N)
 	}
-	linear := pick(func(r resyncRuns) float64 { return all[0].Unchanged.Elapsed.Seconds() * float64(r.N) / float64(all[0].N) })
+	linear := pick(func(r resyncRuns) float64 {
+		return all[0].Unchanged.Elapsed.Seconds() * float64(r.N) / float64(all[0].N)
+	})
 	tick := func(x float64) string { return count(int(x)) }
 	timeChart := chart{Title: "portbridge resync time against catalog size", XLabel: "catalog entities (N)", YLabel: "seconds (wall)", X: xs, XTick: tick,
 		Series: []series{
