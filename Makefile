@@ -42,7 +42,8 @@ test-go: ## Go tests, including the real-Backstage and jq differential tests
 test-short: ## Go tests without the real Backstage peer and jq
 	go test -short -count=1 ./...
 
-test-module: ## the Backstage module: npm ci, build, unit tests (under the lock the e2e test takes too)
+test-module: ## the Backstage module: npm ci, build, unit tests, the database listing against the real Backstage harness
+	test/backstage/install.sh
 	cd client/backstage && flock $${TMPDIR:-/tmp}/portbridge-client-backstage-npm.lock sh -c 'npm ci --no-audit --no-fund && npm run build' && npm test
 
 test-deploy: ## render Helm/kustomize and validate against the Kubernetes API types

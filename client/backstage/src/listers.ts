@@ -61,38 +61,79 @@ export class ApiLister implements CatalogLister {
   }
 }
 
+/** A query on one table, as knex builds it (the part the database lister uses). */
+export interface TableQuery extends PromiseLike<Record<string, unknown>[]> {
+  select(...columns: string[]): TableQuery;
+  whereNotNull(column: string): TableQuery;
+  where(column: string, operator: string, value: unknown): TableQuery;
+  count(spec: Record<string, string>): TableQuery;
+}
+
 /** The part of a knex client the database lister uses. */
 export interface CatalogDatabase {
   schema: {
     hasTable(table: string): Promise<boolean>;
     hasColumn(table: string, column: string): Promise<boolean>;
   };
-  (table: string): {
-    select(...columns: string[]): { whereNotNull(column: string): PromiseLike<Record<string, unknown>[]> };
-  };
+  (table: string): TableQuery;
 }
 
 /** The columns of the catalog's `final_entities` table the database lister reads. */
 export const FINAL_ENTITIES_COLUMNS = ['entity_id', 'entity_ref', 'hash', 'final_entity'];
 
+/** Tuning of the database lister's incremental listing. */
+export interface DatabaseListerOptions {
+  /**
+   * How far before the newest `last_updated_at` already seen an
+   * incremental listing starts, to cover stitching transactions that
+   * commit after the listing (default 5 minutes).
+   */
+  marginMs?: number;
+  /** How often a full listing is made anyway (default 10 minutes). */
+  fullEveryMs?: number;
+  /** The clock, for tests. */
+  now?: () => number;
+}
+
 /**
  * Lists from the catalog's own `final_entities` table (an internal schema of
  * @backstage/plugin-catalog-backend): `entity_id` is the uid, `hash` the
  * etag, `entity_ref` the lower-case ref, and rows whose `final_entity` is
- * still NULL are not stitched yet, so not visible in the API either. The
- * schema is checked on the first poll; if it is not what this lister
- * expects, or a query fails, it logs once and lists through the API instead
- * from then on.
+ * still NULL are not stitched yet, so not visible in the API either.
+ *
+ * Incremental: stitching sets `last_updated_at` whenever an entity's output
+ * changes, so after one full listing a poll reads only the rows updated since
+ * the newest one seen (minus a margin), merges them into the last listing,
+ * and compares the table's row count with the merged view: every current
+ * row is then in the view, so equal counts mean nothing was deleted; a
+ * difference (deletions) or a timestamp it cannot shift falls back to a full
+ * listing, as does every poll after fullEveryMs. The schema is checked on
+ * the first poll; if it is not what this lister expects, or a query fails,
+ * it logs once and lists through the API instead from then on.
  */
 export class DatabaseLister implements CatalogLister {
   #name = 'catalog database (final_entities)';
   #usable?: boolean;
+  #incremental = false;
+  #view?: CatalogView;
+  #watermark?: unknown;
+  #lastFull = 0;
+  readonly #marginMs: number;
+  readonly #fullEveryMs: number;
+  readonly #now: () => number;
+  /** How the last list() read the table: 'full' or 'incremental' (for tests and logs). */
+  lastMode?: 'full' | 'incremental';
 
   constructor(
     private readonly getDb: () => Promise<CatalogDatabase>,
     private readonly fallback: CatalogLister,
     private readonly warn: (message: string) => void,
-  ) {}
+    options: DatabaseListerOptions = {},
+  ) {
+    this.#marginMs = options.marginMs ?? 5 * 60_000;
+    this.#fullEveryMs = options.fullEveryMs ?? 10 * 60_000;
+    this.#now = options.now ?? Date.now;
+  }
 
   get name(): string {
     return this.#usable === false ? this.fallback.name : this.#name;
@@ -110,35 +151,124 @@ export class DatabaseLister implements CatalogLister {
         if (problem) {
           return this.#giveUp(problem, credentials, signal);
         }
+        this.#incremental = await db.schema.hasColumn('final_entities', 'last_updated_at');
         this.#usable = true;
       }
     } catch (e) {
       return this.#giveUp(`reading its schema failed: ${e instanceof Error ? e.message : String(e)}`, credentials, signal);
     }
-    let rows: Record<string, unknown>[];
     try {
-      rows = await db('final_entities').select('entity_id', 'entity_ref', 'hash').whereNotNull('final_entity');
+      const since = this.#since();
+      if (since !== undefined) {
+        const view = await this.#delta(db, since);
+        if (view) {
+          this.lastMode = 'incremental';
+          return view;
+        }
+      }
+      this.lastMode = 'full';
+      return await this.#full(db);
     } catch (e) {
+      if (e instanceof RowShapeError) {
+        return this.#giveUp(e.message, credentials, signal);
+      }
       return this.#giveUp(`the query failed: ${e instanceof Error ? e.message : String(e)}`, credentials, signal);
     }
-    const view: CatalogView = new Map();
-    for (const row of rows) {
-      const { entity_id: uid, entity_ref: ref, hash } = row;
-      if (typeof uid !== 'string' || typeof ref !== 'string' || !ref.includes(':')) {
-        return this.#giveUp(`a row has an unexpected shape (${JSON.stringify(row).slice(0, 200)})`, credentials, signal);
-      }
-      view.set(ref.toLocaleLowerCase('en-US'), { uid, etag: typeof hash === 'string' ? hash : '' });
+  }
+
+  /** Where an incremental listing starts, or undefined for a full one. */
+  #since(): unknown {
+    if (!this.#incremental || !this.#view || this.#now() - this.#lastFull >= this.#fullEveryMs) {
+      return undefined;
     }
+    return this.#watermark === undefined ? undefined : shiftBack(this.#watermark, this.#marginMs);
+  }
+
+  async #full(db: CatalogDatabase): Promise<CatalogView> {
+    const cols = ['entity_id', 'entity_ref', 'hash', ...(this.#incremental ? ['last_updated_at'] : [])];
+    const rows = await db('final_entities').select(...cols).whereNotNull('final_entity');
+    const view: CatalogView = new Map();
+    this.#watermark = undefined;
+    for (const row of rows) {
+      this.#take(view, row);
+    }
+    this.#view = view;
+    this.#lastFull = this.#now();
     return view;
+  }
+
+  /** Merges the rows updated since into the last view; undefined when a full listing is needed. */
+  async #delta(db: CatalogDatabase, since: unknown): Promise<CatalogView | undefined> {
+    const view = this.#view!;
+    const [rows, counted] = await Promise.all([
+      db('final_entities')
+        .select('entity_id', 'entity_ref', 'hash', 'last_updated_at')
+        .whereNotNull('final_entity')
+        .where('last_updated_at', '>=', since),
+      db('final_entities').count({ n: '*' }),
+    ]);
+    for (const row of rows) {
+      this.#take(view, row);
+    }
+    const total = Number(counted[0]?.n);
+    return Number.isFinite(total) && total === view.size ? view : undefined;
+  }
+
+  #take(view: CatalogView, row: Record<string, unknown>): void {
+    const { entity_id: uid, entity_ref: ref, hash, last_updated_at: at } = row;
+    if (typeof uid !== 'string' || typeof ref !== 'string' || !ref.includes(':')) {
+      throw new RowShapeError(`a row has an unexpected shape (${JSON.stringify(row).slice(0, 200)})`);
+    }
+    view.set(ref.toLocaleLowerCase('en-US'), { uid, etag: typeof hash === 'string' ? hash : '' });
+    if (at !== null && at !== undefined && (this.#watermark === undefined || later(at, this.#watermark))) {
+      this.#watermark = at;
+    }
   }
 
   #giveUp(reason: string, credentials: BackstageCredentials, signal: AbortSignal): Promise<CatalogView> {
     this.#usable = false;
+    this.#view = undefined;
     this.warn(
       `port-bridge: not listing from the catalog database: ${reason}; listing through the catalog API from now on`,
     );
     return this.fallback.list(credentials, signal);
   }
+}
+
+class RowShapeError extends Error {}
+
+/** Whether timestamp a is after b (both as the database returned them). */
+function later(a: unknown, b: unknown): boolean {
+  if (a instanceof Date && b instanceof Date) {
+    return a.getTime() > b.getTime();
+  }
+  return String(a) > String(b);
+}
+
+const SQLITE_TIME = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$/;
+
+/**
+ * A database timestamp moved back by ms, in the form the database gave it:
+ * a Date (PostgreSQL, MySQL) or SQLite's 'YYYY-MM-DD HH:MM:SS' (UTC, compared
+ * as text). Undefined for any other form: then every listing is full.
+ */
+export function shiftBack(value: unknown, ms: number): unknown {
+  if (value instanceof Date) {
+    return new Date(value.getTime() - ms);
+  }
+  if (typeof value === 'string') {
+    const m = SQLITE_TIME.exec(value);
+    if (!m) {
+      return undefined;
+    }
+    const t = Date.parse(`${m[1]}T${m[2]}Z`);
+    if (Number.isNaN(t)) {
+      return undefined;
+    }
+    const iso = new Date(t - ms).toISOString();
+    return `${iso.slice(0, 10)} ${iso.slice(11, 19)}`;
+  }
+  return undefined;
 }
 
 async function schemaProblem(db: CatalogDatabase): Promise<string | undefined> {
