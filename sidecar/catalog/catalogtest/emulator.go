@@ -10,6 +10,7 @@
 package catalogtest
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,6 +136,10 @@ func (e *Emulator) AddGenerated(n int, seed int64) error {
 			return fmt.Errorf("add generated entity %d: %w", i, err)
 		}
 	}
+	// appends left spare capacity in every relation list: give it back
+	for nd := range dirty {
+		nd.rels, nd.out = slices.Clone(nd.rels), slices.Clone(nd.out)
+	}
 	return nil
 }
 
@@ -181,15 +186,15 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, ge
 	}
 	var rec *record
 	if gen != nil {
-		rec = &record{uid: uid, gen: gen, index: idx}
-	} else if rec, err = encodeRecord(ent, uid); err != nil {
-		return fmt.Errorf("entity %s: %w", key, err)
+		rec = &record{uid: uid, gen: gen, index: int32(idx)}
+	} else {
+		if rec, err = encodeRecord(ent, uid); err != nil {
+			return fmt.Errorf("entity %s: %w", key, err)
+		}
+		meta := ent["metadata"].(map[string]any)
+		rec.ident = &identity{apiVersion: e.intern(ent["apiVersion"].(string)), kind: e.intern(ent["kind"].(string)),
+			namespace: e.intern(meta["namespace"].(string)), name: meta["name"].(string)}
 	}
-	meta := ent["metadata"].(map[string]any)
-	rec.apiVersion = e.intern(ent["apiVersion"].(string))
-	rec.kind = e.intern(ent["kind"].(string))
-	rec.namespace = e.intern(meta["namespace"].(string))
-	rec.name = meta["name"].(string)
 	e.dropEmitted(n, dirty)
 	for _, ed := range edges {
 		src, dst := e.node(ed.source), e.node(ed.target)
@@ -206,7 +211,7 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, ge
 	if old := n.rec; old != nil {
 		// keep the old etag until re-stitched
 		if rec.gen != nil {
-			rec.genEtag = old.etag()
+			_, _ = hex.Decode(rec.sum[:], []byte(old.etag()))
 		} else {
 			copy(rec.body[rec.etagOff:], old.etag())
 		}

@@ -89,6 +89,26 @@ type genEntity struct {
 	spec                                []field
 }
 
+// kindAndName returns entity i's kind and name (no random choice decides
+// them).
+func (l *layout) kindAndName(i int) (string, string) {
+	switch {
+	case i < l.systemsAt:
+		return "Domain", genName("domain", i)
+	case i < l.groupsAt:
+		return "System", genName("system", i-l.systemsAt)
+	case i < l.usersAt:
+		return "Group", genName("group", i-l.groupsAt)
+	case i < l.apisAt:
+		return "User", genName("user", i-l.usersAt)
+	case i < l.resourcesAt:
+		return "API", genName("api", i-l.apisAt)
+	case i < l.componentsAt:
+		return "Resource", genName("resource", i-l.resourcesAt)
+	}
+	return "Component", genName("component", i-l.componentsAt)
+}
+
 // choose makes entity i's random choices with a generator seeded with
 // (seed, i). Spec lists Backstage sorts are sorted here.
 func (l *layout) choose(i int) genEntity {

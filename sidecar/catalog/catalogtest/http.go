@@ -198,7 +198,8 @@ func appendProjected(dst []byte, rec *record, p projection) ([]byte, error) {
 		b, err := project(rec.final(), p.paths)
 		return append(dst, b...), err
 	}
-	vals := [...]string{rec.apiVersion, rec.kind, rec.name, rec.namespace, rec.uid, ""}
+	id := rec.identity()
+	vals := [...]string{id.apiVersion, id.kind, id.name, id.namespace, rec.uid, ""}
 	if p.identity[5] {
 		vals[5] = rec.etag()
 	}

@@ -37,17 +37,32 @@ type rel struct {
 type record struct {
 	node *node
 	uid  string
-	// identity as written in the entity, for projections that need no body
+
+	ident   *identity // stored: as written in the entity
+	body    []byte    // stored: final JSON
+	etagOff int32     // offset of the 40 etag characters in body
+	relOff  int32     // offset of the relations array in body
+	relLen  int32     // its length
+
+	index int32    // generated: its index in gen
+	gen   *layout  // generated: the catalog it belongs to
+	sum   [20]byte // generated: the etag (sha1) of its current stitched output
+}
+
+// identity is what projections of kind, namespace and name answer without
+// the body, as written in the entity.
+type identity struct {
 	apiVersion, kind, namespace, name string
+}
 
-	body    []byte // stored: final JSON
-	etagOff int    // offset of the 40 etag characters in body
-	relOff  int    // offset of the relations array in body
-	relLen  int    // its length
-
-	gen     *layout // generated: the catalog it belongs to
-	index   int     // generated: its index there
-	genEtag string  // generated: the etag of its current stitched output
+// identity returns the record's identity; a generated record's comes from
+// its index.
+func (r *record) identity() identity {
+	if r.gen != nil {
+		kind, name := r.gen.kindAndName(int(r.index))
+		return identity{apiVersion: "backstage.io/v1alpha1", kind: kind, namespace: catalog.DefaultNamespace, name: name}
+	}
+	return *r.ident
 }
 
 // Placeholders written while encoding an entity, replaced by splicing.
@@ -77,7 +92,7 @@ func encodeRecord(e catalog.Entity, uid string) (*record, error) {
 	if etagOff < 0 || relOff < 0 || etagOff > relOff {
 		return nil, fmt.Errorf("encode entity: placeholders not found")
 	}
-	return &record{uid: uid, body: b, etagOff: etagOff + 1, relOff: relOff, relLen: len(relsPlaceholderJSON)}, nil
+	return &record{uid: uid, body: b, etagOff: int32(etagOff + 1), relOff: int32(relOff), relLen: int32(len(relsPlaceholderJSON))}, nil
 }
 
 // sortRelations orders a node's relations by type and target, as Backstage
@@ -148,12 +163,19 @@ func spliced(body []byte, relOff, relLen, etagOff int, rels []rel, etag string) 
 	return nb, n
 }
 
-// etagOf is the sha1 of a final body without its etag characters.
-func etagOf(body []byte, etagOff int) string {
+// etagSum is the sha1 of a final body without its etag characters.
+func etagSum(body []byte, etagOff int) (sum [20]byte) {
 	h := sha1.New()
 	h.Write(body[:etagOff])
 	h.Write(body[etagOff+40:])
-	return hex.EncodeToString(h.Sum(nil))
+	h.Sum(sum[:0])
+	return sum
+}
+
+// etagOf is etagSum in hex, as the entity carries it.
+func etagOf(body []byte, etagOff int) string {
+	s := etagSum(body, etagOff)
+	return hex.EncodeToString(s[:])
 }
 
 // stitch writes the node's current relations and the resulting etag into
@@ -161,17 +183,17 @@ func etagOf(body []byte, etagOff int) string {
 func (r *record) stitch() bool {
 	sortRelations(r.node.rels)
 	if r.gen != nil {
-		body, off := r.gen.appendFinal(make([]byte, 0, 2048), r.index, r.uid, etagPlaceholder, r.node.rels)
-		sum := etagOf(body, off)
-		changed := sum != r.genEtag
-		r.genEtag = sum
+		body, off := r.gen.appendFinal(make([]byte, 0, 2048), int(r.index), r.uid, etagPlaceholder, r.node.rels)
+		sum := etagSum(body, off)
+		changed := sum != r.sum
+		r.sum = sum
 		return changed
 	}
-	nb, n := spliced(r.body, r.relOff, r.relLen, r.etagOff, r.node.rels, "")
-	sum := etagOf(nb, r.etagOff)
+	nb, n := spliced(r.body, int(r.relOff), int(r.relLen), int(r.etagOff), r.node.rels, "")
+	sum := etagOf(nb, int(r.etagOff))
 	changed := sum != string(r.body[r.etagOff:r.etagOff+40])
 	copy(nb[r.etagOff:], sum)
-	r.body, r.relLen = nb, n
+	r.body, r.relLen = nb, int32(n)
 	return changed
 }
 
@@ -181,13 +203,13 @@ func (r *record) final() []byte {
 	if r.gen == nil {
 		return r.body
 	}
-	b, _ := r.gen.appendFinal(make([]byte, 0, 2048), r.index, r.uid, r.genEtag, r.node.rels)
+	b, _ := r.gen.appendFinal(make([]byte, 0, 2048), int(r.index), r.uid, r.etag(), r.node.rels)
 	return b
 }
 
 func (r *record) etag() string {
 	if r.gen != nil {
-		return r.genEtag
+		return hex.EncodeToString(r.sum[:])
 	}
 	return string(r.body[r.etagOff : r.etagOff+40])
 }
