@@ -23,6 +23,8 @@ const TOKEN = 'bench-catalog-token-1234';
 const SIDECAR_TOKEN = 'bench-sidecar-token-1234';
 const work = path.join(__dirname, 'work');
 const CLK_TCK = 100;
+// Ingesting is slow (about 3 minutes for 10k on 2 cores); allow 15 minutes, or a minute per 2,000 entities.
+const INGEST_TIMEOUT_MS = Math.max(15, N / 2000) * 60_000;
 
 function entities(n) {
   const out = [];
@@ -136,7 +138,7 @@ async function waitIngested(port) {
     } catch {
       // not up yet
     }
-    if (Date.now() - t0 > 15 * 60_000) throw new Error('catalog did not ingest the entities within 15 minutes');
+    if (Date.now() - t0 > INGEST_TIMEOUT_MS) throw new Error(`catalog did not ingest the entities within ${INGEST_TIMEOUT_MS / 60_000} minutes`);
     await sleep(500);
   }
 }

@@ -89,7 +89,7 @@ export interface DatabaseListerOptions {
    * commit after the listing (default 5 minutes).
    */
   marginMs?: number;
-  /** How often a full listing is made anyway (default 10 minutes). */
+  /** How often a full listing is made anyway (default 1 hour). */
   fullEveryMs?: number;
   /** The clock, for tests. */
   now?: () => number;
@@ -107,7 +107,10 @@ export interface DatabaseListerOptions {
  * and compares the table's row count with the merged view: every current
  * row is then in the view, so equal counts mean nothing was deleted; a
  * difference (deletions) or a timestamp it cannot shift falls back to a full
- * listing, as does every poll after fullEveryMs. The schema is checked on
+ * listing, as does the first poll after fullEveryMs. A full listing reads
+ * every row (about 5 ms of CPU per 1,000 rows with SQLite); an incremental
+ * one scans the table in the database and returns only what changed. The
+ * schema is checked on
  * the first poll; if it is not what this lister expects, or a query fails,
  * it logs once and lists through the API instead from then on.
  */
@@ -131,7 +134,7 @@ export class DatabaseLister implements CatalogLister {
     options: DatabaseListerOptions = {},
   ) {
     this.#marginMs = options.marginMs ?? 5 * 60_000;
-    this.#fullEveryMs = options.fullEveryMs ?? 10 * 60_000;
+    this.#fullEveryMs = options.fullEveryMs ?? 60 * 60_000;
     this.#now = options.now ?? Date.now;
   }
 
@@ -200,11 +203,13 @@ export class DatabaseLister implements CatalogLister {
   /** Merges the rows updated since into the last view; undefined when a full listing is needed. */
   async #delta(db: CatalogDatabase, since: unknown): Promise<CatalogView | undefined> {
     const view = this.#view!;
+    // Neither query tests final_entity: reading that column makes the
+    // database touch every row's body (SQLite: 40 ms per 100k rows). Rows
+    // get last_updated_at when they are stitched, and the catalog backend
+    // (4.0.0) inserts only stitched rows, so both count stitched rows; where
+    // unstitched rows exist the counts differ and the listing is full.
     const [rows, counted] = await Promise.all([
-      db('final_entities')
-        .select('entity_id', 'entity_ref', 'hash', 'last_updated_at')
-        .whereNotNull('final_entity')
-        .where('last_updated_at', '>=', since),
+      db('final_entities').select('entity_id', 'entity_ref', 'hash', 'last_updated_at').where('last_updated_at', '>=', since),
       db('final_entities').count({ n: '*' }),
     ]);
     for (const row of rows) {
