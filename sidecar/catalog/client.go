@@ -159,10 +159,9 @@ type Query struct {
 	Fields     []string // projection, e.g. "kind", "metadata.name"; empty means whole entities
 	OrderField string   // e.g. "metadata.name,asc"; empty means Backstage's default (by uid)
 	// ExcludeTotal asks the catalog not to count the matches
-	// (totalItems=exclude; catalog backend 4.0.0, older ones ignore it and
-	// count); ScanResult.TotalItems is then
-	// -1. Counting costs the catalog a query over all matches, once per
-	// scan.
+	// (totalItems=exclude, as catalog backend 4.0.0 has it; older ones
+	// ignore it and count). ScanResult.TotalItems is then -1. Counting
+	// costs the catalog a query over all matches, once per scan.
 	ExcludeTotal bool
 }
 
