@@ -10,7 +10,7 @@ export npm_config_nodedir ?= /usr
 # The contract as it landed: `buf breaking` compares the proto against it.
 BREAKING_AGAINST ?= bf27eca8d0a26a82a7003492cd1c8ca61af9c376
 
-.PHONY: help build generate check-generated lint breaking test test-go test-short test-module test-deploy bench dev image clean
+.PHONY: help build generate check-generated lint breaking test test-go test-short test-module test-deploy bench bench-scale dev image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -51,6 +51,9 @@ test-deploy: ## render Helm/kustomize and validate against the Kubernetes API ty
 
 bench: ## benchmarks and the side-by-side table (DESIGN §8)
 	go run ./test/bench
+
+bench-scale: ## the bridge alone at 100k and 1M entities: growth table and plots into docs/bench (takes a while)
+	go run ./test/bench -scale 100000,1000000 -out docs/bench
 
 dev: ## the whole flow on this machine, no accounts
 	go run ./sidecar dev
