@@ -19,23 +19,19 @@ import (
 	"github.com/portbridge/portbridge/sidecar/poller"
 )
 
-// The poller against the catalog emulator and the real server (with its
-// recording test backend): what the Backstage module does, in Go.
-func TestPoll(t *testing.T) {
-	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 9})
-	if err := cat.UpsertAll(catalogtest.Generate(30, 9)); err != nil {
-		t.Fatal(err)
-	}
+// peers starts the catalog emulator and the real server (with its recording
+// backend) and returns a catalog client and a sidecar client for them.
+func peers(t *testing.T, cat *catalogtest.Emulator) (*servertest.Backend, *catalog.Client, *client.Client) {
+	t.Helper()
 	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
+	t.Cleanup(catSrv.Close)
 	backend := &servertest.Backend{}
 	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sideSrv := httptest.NewServer(srv.Handler())
-	defer sideSrv.Close()
+	t.Cleanup(sideSrv.Close)
 	cc, err := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +40,19 @@ func TestPoll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(cl.Close)
+	return backend, cc, cl
+}
+
+// The poller against the catalog emulator and the real server (with its
+// recording test backend): what the Backstage module does, in Go.
+func TestPoll(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 9})
+	if err := cat.UpsertAll(catalogtest.Generate(30, 9)); err != nil {
+		t.Fatal(err)
+	}
+	backend, cc, cl := peers(t, cat)
 	p := poller.New(cc, cl, poller.Options{BatchSize: 7})
 	ctx := context.Background()
 
@@ -135,18 +143,7 @@ func TestPoll(t *testing.T) {
 func TestEmptyCatalogAsksForResync(t *testing.T) {
 	t.Parallel()
 	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123"})
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	backend := &servertest.Backend{}
-	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sideSrv := httptest.NewServer(srv.Handler())
-	defer sideSrv.Close()
-	cc, _ := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
-	cl, _ := client.New(sideSrv.URL, "sidecar-token", client.WithRetry(0, 0))
-	defer cl.Close()
+	backend, cc, cl := peers(t, cat)
 	p := poller.New(cc, cl, poller.Options{})
 	for range 2 {
 		if n, err := p.Poll(context.Background()); err != nil || n != 0 {
@@ -190,18 +187,7 @@ func TestBaseline(t *testing.T) {
 	if err := cat.AddGenerated(40, 3); err != nil {
 		t.Fatal(err)
 	}
-	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
-	backend := &servertest.Backend{}
-	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sideSrv := httptest.NewServer(srv.Handler())
-	defer sideSrv.Close()
-	cc, _ := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
-	cl, _ := client.New(sideSrv.URL, "sidecar-token", client.WithRetry(0, 0))
-	defer cl.Close()
+	backend, cc, cl := peers(t, cat)
 	p := poller.New(cc, cl, poller.Options{Baseline: true})
 	if n, err := p.Poll(context.Background()); err != nil || n != 0 || backend.Resyncs() != 1 || len(backend.Batches()) != 0 || cat.Requests()["by-refs"] != 0 {
 		t.Fatalf("baseline poll: %d changes, %v; %d resyncs, %d batches, %d by-refs", n, err, backend.Resyncs(), len(backend.Batches()), cat.Requests()["by-refs"])

@@ -49,8 +49,7 @@ type Emulator struct {
 	unsorted bool
 	// version counts mutations; cached query views of an older version
 	// are rebuilt.
-	version  uint64
-	interned map[string]string // apiVersion, kind and namespace strings
+	version uint64
 
 	vmu   sync.Mutex
 	views map[string]*view // query views by filters and order
@@ -83,7 +82,6 @@ func New(opts Options) *Emulator {
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		nodes:    map[string]*node{},
 		byUID:    map[string]*record{},
-		interned: map[string]string{},
 		views:    map[string]*view{},
 		requests: map[string]int{},
 		failN:    -1,
@@ -192,8 +190,8 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, ge
 			return fmt.Errorf("entity %s: %w", key, err)
 		}
 		meta := ent["metadata"].(map[string]any)
-		rec.ident = &identity{apiVersion: e.intern(ent["apiVersion"].(string)), kind: e.intern(ent["kind"].(string)),
-			namespace: e.intern(meta["namespace"].(string)), name: meta["name"].(string)}
+		rec.ident = &identity{apiVersion: ent["apiVersion"].(string), kind: ent["kind"].(string),
+			namespace: meta["namespace"].(string), name: meta["name"].(string)}
 	}
 	e.dropEmitted(n, dirty)
 	for _, ed := range edges {
@@ -226,17 +224,6 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, ge
 	n.rec = rec
 	dirty[n] = struct{}{}
 	return nil
-}
-
-// intern returns one shared copy of a string that many entities repeat.
-func (e *Emulator) intern(s string) string {
-	if v, ok := e.interned[s]; ok {
-		return v
-	}
-	if len(e.interned) < 10_000 {
-		e.interned[s] = s
-	}
-	return s
 }
 
 func (e *Emulator) sortRecords() {
