@@ -18,6 +18,12 @@ export interface CatalogLister {
   /** A short name for logs. */
   readonly name: string;
   list(credentials: BackstageCredentials, signal: AbortSignal): Promise<CatalogView>;
+  /**
+   * After list(): the refs whose entries may differ from the previous
+   * listing, when the lister knows them and nothing was deleted since;
+   * undefined when everything must be compared.
+   */
+  readonly lastChanged?: readonly string[];
 }
 
 /** Lists through the catalog's public API (`queryEntities`, cursor paging). */
@@ -126,6 +132,8 @@ export class DatabaseLister implements CatalogLister {
   readonly #now: () => number;
   /** How the last list() read the table: 'full' or 'incremental' (for tests and logs). */
   lastMode?: 'full' | 'incremental';
+  /** After an incremental list(): the refs of the rows it read (see CatalogLister). */
+  lastChanged?: string[];
 
   constructor(
     private readonly getDb: () => Promise<CatalogDatabase>,
@@ -143,6 +151,7 @@ export class DatabaseLister implements CatalogLister {
   }
 
   async list(credentials: BackstageCredentials, signal: AbortSignal): Promise<CatalogView> {
+    this.lastChanged = undefined;
     if (this.#usable === false) {
       return this.fallback.list(credentials, signal);
     }
@@ -212,22 +221,34 @@ export class DatabaseLister implements CatalogLister {
       db('final_entities').select('entity_id', 'entity_ref', 'hash', 'last_updated_at').where('last_updated_at', '>=', since),
       db('final_entities').count({ n: '*' }),
     ]);
+    const changed: string[] = [];
     for (const row of rows) {
-      this.#take(view, row);
+      changed.push(this.#take(view, row));
     }
     const total = Number(counted[0]?.n);
-    return Number.isFinite(total) && total === view.size ? view : undefined;
+    if (!Number.isFinite(total) || total !== view.size) {
+      return undefined;
+    }
+    this.lastChanged = changed;
+    return view;
   }
 
-  #take(view: CatalogView, row: Record<string, unknown>): void {
+  /** Puts one row into the view and returns its ref. */
+  #take(view: CatalogView, row: Record<string, unknown>): string {
     const { entity_id: uid, entity_ref: ref, hash, last_updated_at: at } = row;
     if (typeof uid !== 'string' || typeof ref !== 'string' || !ref.includes(':')) {
       throw new RowShapeError(`a row has an unexpected shape (${JSON.stringify(row).slice(0, 200)})`);
     }
-    view.set(ref.toLocaleLowerCase('en-US'), { uid, etag: typeof hash === 'string' ? hash : '' });
+    const key = ref.toLocaleLowerCase('en-US');
+    const etag = typeof hash === 'string' ? hash : '';
+    const old = view.get(key);
+    if (!old || old.uid !== uid || old.etag !== etag) {
+      view.set(key, { uid, etag });
+    }
     if (at !== null && at !== undefined && (this.#watermark === undefined || later(at, this.#watermark))) {
       this.#watermark = at;
     }
+    return key;
   }
 
   #giveUp(reason: string, credentials: BackstageCredentials, signal: AbortSignal): Promise<CatalogView> {

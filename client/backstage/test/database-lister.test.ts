@@ -13,8 +13,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CatalogClient } from '@backstage/catalog-client';
 import { ApiLister, CatalogDatabase, DatabaseLister, shiftBack } from '../src/listers';
+import { Poller } from '../src/poller';
+import { SidecarClient } from '../src/sidecar';
 import { CatalogView } from '../src/view';
-import { component, TestCatalog, testAuth } from './helpers';
+import { component, RecordingLogger, SidecarDouble, TestCatalog, testAuth } from './helpers';
 
 const harness = path.resolve(__dirname, '../../../../test/backstage');
 const harnessModules = path.join(harness, 'node_modules');
@@ -129,6 +131,51 @@ describe('DatabaseLister on a hand-made table', () => {
       await lister.list(await creds(), signal);
       assert.equal(lister.lastMode, 'full');
     } finally {
+      await db.destroy();
+    }
+  });
+
+  test('a poll without changes compares only what the incremental listing read', async () => {
+    const db = sqlite();
+    const sidecar = new SidecarDouble();
+    await sidecar.start();
+    try {
+      await table(db);
+      const names = Array.from({ length: 50 }, (_, i) => `c${i}`);
+      const catalog = new TestCatalog(names.map(n => component(n, { etag: `h-${n}` })));
+      await (db as any)('final_entities').insert(
+        names.map((n, i) => ({
+          entity_id: `uid-${n}`, hash: `h-${n}`, stitch_ticket: 't', final_entity: '{}', entity_ref: `component:default/${n}`,
+          last_updated_at: i === 0 ? '2026-01-01 10:00:05' : '2026-01-01 10:00:00',
+        })),
+      );
+      const lister = new DatabaseLister(async () => db, new ApiLister(catalog, 10), () => assert.fail('no fallback'), { marginMs: 0 });
+      const poller = new Poller({
+        catalog, auth: testAuth, logger: new RecordingLogger(), lister,
+        sidecar: new SidecarClient({ baseUrl: sidecar.url, requestTimeoutMs: 5000 }),
+        options: { batchSize: 20, maxBatchBytes: 1 << 20, initialBackoffMs: 5, maxBackoffMs: 20, source: 'unit-test' },
+      });
+      const first = await poller.runOnce(signal);
+      assert.equal(first?.compared, 50);
+      assert.equal(first?.upserts, 50);
+      const idle = await poller.runOnce(signal);
+      assert.equal(lister.lastMode, 'incremental');
+      assert.equal(idle?.compared, 1, 'only the row at the watermark is read again');
+      assert.equal(idle?.upserts, 0);
+
+      // a change after the watermark: compared and published alone
+      catalog.set(names.map(n => component(n, { etag: n === 'c7' ? 'h-c7-2' : `h-${n}` })));
+      await (db as any)('final_entities').where('entity_id', 'uid-c7').update({ hash: 'h-c7-2', last_updated_at: '2026-01-01 10:00:09' });
+      const one = await poller.runOnce(signal);
+      assert.deepEqual([one?.compared, one?.upserts, one?.deletes], [2, 1, 0]);
+
+      // a deletion: a full listing, everything compared, the delete published
+      await (db as any)('final_entities').where('entity_id', 'uid-c3').delete();
+      const del = await poller.runOnce(signal);
+      assert.equal(lister.lastMode, 'full');
+      assert.deepEqual([del?.compared, del?.upserts, del?.deletes], [49, 0, 1]);
+    } finally {
+      await sidecar.stop();
       await db.destroy();
     }
   });
