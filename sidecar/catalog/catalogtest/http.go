@@ -192,7 +192,7 @@ func newProjection(paths [][]string) projection {
 // paths (lodash get/set); no paths means the whole entity.
 func appendProjected(dst []byte, rec *record, p projection) ([]byte, error) {
 	if len(p.paths) == 0 {
-		return append(dst, rec.final()...), nil
+		return rec.appendFinal(dst), nil
 	}
 	if !p.cheap {
 		b, err := project(rec.final(), p.paths)
@@ -534,7 +534,11 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 		from = max(0, to-limit)
 		more = from > 0
 	}
-	buf := make([]byte, 0, 64+(to-from)*200)
+	per := 2560 // a whole entity
+	if fields.cheap {
+		per = 200
+	}
+	buf := make([]byte, 0, 64+(to-from)*per)
 	buf = append(buf, `{"items":[`...)
 	for i := from; i < to; i++ {
 		if i > from {

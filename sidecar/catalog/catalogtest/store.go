@@ -203,7 +203,15 @@ func (r *record) final() []byte {
 	if r.gen == nil {
 		return r.body
 	}
-	b, _ := r.gen.appendFinal(make([]byte, 0, 2048), int(r.index), r.uid, r.etag(), r.node.rels)
+	return r.appendFinal(make([]byte, 0, 2048))
+}
+
+// appendFinal appends the stitched entity's JSON to dst.
+func (r *record) appendFinal(dst []byte) []byte {
+	if r.gen == nil {
+		return append(dst, r.body...)
+	}
+	b, _ := r.gen.appendFinal(dst, int(r.index), r.uid, r.etag(), r.node.rels)
 	return b
 }
 
