@@ -1,6 +1,8 @@
 // Package catalog reads Backstage's software catalog over its REST API: a
-// streaming by-query scan, batch reads by ref, single reads by name or uid,
-// and Backstage entity refs.
+// by-query scan that fetches one page ahead and reports what it saw
+// (totalItems, entities, whether the last page came), a cheap listing of
+// entity versions (ref, uid, etag), batch reads by ref (collected or
+// streamed), single reads by name or uid, and Backstage entity refs.
 package catalog
 
 import (
