@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,16 @@ func TestChartSVG(t *testing.T) {
 	for _, w := range []string{"1,000,000", "t &lt;&amp;&gt;", "stroke-dasharray", "<polyline"} {
 		if !strings.Contains(string(b), w) {
 			t.Errorf("SVG lacks %q", w)
+		}
+	}
+	// encoding/xml accepts an attribute given twice; SVG viewers do not
+	for _, line := range strings.Split(string(b), "\n") {
+		seen := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\s([a-z-]+)="`).FindAllStringSubmatch(line, -1) {
+			if seen[m[1]] {
+				t.Errorf("attribute %s twice in %s", m[1], line)
+			}
+			seen[m[1]] = true
 		}
 	}
 	for _, tc := range []struct{ in, want float64 }{{0, 1}, {0.7, 1}, {3, 5}, {11, 20}, {150, 200}, {480, 500}} {

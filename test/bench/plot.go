@@ -66,7 +66,7 @@ func (c chart) SVG() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n", chartW, chartH, chartW, chartH)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", chartW, chartH)
-	fmt.Fprintf(&b, `<text x="%d" y="24" %s font-size="15" fill="%s">%s</text>`+"\n", padL, fontAttrs, labelColor, html.EscapeString(c.Title))
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-family="sans-serif" font-size="15" fill="%s">%s</text>`+"\n", padL, labelColor, html.EscapeString(c.Title))
 	for i := 0; i <= 5; i++ {
 		y := yMax * float64(i) / 5
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s"/>`+"\n", padL, py(y), padL+plotW, py(y), gridColor)
