@@ -43,6 +43,7 @@ type Emulator struct {
 	mu     sync.RWMutex
 	rng    *rand.Rand
 	nodes  map[string]*node
+	g      graph
 	byUID  map[string]*record
 	sorted []*record // by uid, except while unsorted
 	// unsorted: records were appended to sorted during a batch
@@ -196,9 +197,9 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, ge
 	e.dropEmitted(n, dirty)
 	for _, ed := range edges {
 		src, dst := e.node(ed.source), e.node(ed.target)
-		src.rels = append(src.rels, rel{typ: ed.typ, target: dst, origin: n})
-		if !slices.Contains(n.out, src) {
-			n.out = append(n.out, src)
+		src.rels = append(src.rels, rel{typ: ed.typ, target: dst.id, origin: n.id})
+		if !slices.Contains(n.out, src.id) {
+			n.out = append(n.out, src.id)
 		}
 		dirty[src] = struct{}{}
 	}
@@ -236,16 +237,18 @@ func cmpUID(r *record, uid string) int { return strings.Compare(r.uid, uid) }
 func (e *Emulator) node(ref string) *node {
 	n := e.nodes[ref]
 	if n == nil {
-		n = &node{ref: ref}
+		n = &node{g: &e.g, id: nodeID(len(e.g.byID)), ref: ref}
 		e.nodes[ref] = n
+		e.g.byID = append(e.g.byID, n)
 	}
 	return n
 }
 
 // dropEmitted removes every relation n's entity emitted.
 func (e *Emulator) dropEmitted(n *node, dirty map[*node]struct{}) {
-	for _, src := range n.out {
-		src.rels = slices.DeleteFunc(src.rels, func(r rel) bool { return r.origin == n })
+	for _, id := range n.out {
+		src := e.g.byID[id]
+		src.rels = slices.DeleteFunc(src.rels, func(r rel) bool { return r.origin == n.id })
 		dirty[src] = struct{}{}
 	}
 	n.out = n.out[:0]
@@ -271,8 +274,9 @@ func (e *Emulator) restitch(dirty map[*node]struct{}) {
 // relation in both directions, so a node no relation starts from is also
 // no relation's target.
 func (e *Emulator) gc(n *node) {
-	if n.rec == nil && len(n.rels) == 0 && len(n.out) == 0 {
+	if n.rec == nil && len(n.rels) == 0 && len(n.out) == 0 && e.g.byID[n.id] == n {
 		delete(e.nodes, n.ref)
+		e.g.byID[n.id] = nil
 	}
 }
 

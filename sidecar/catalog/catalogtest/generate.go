@@ -225,7 +225,7 @@ func (l *layout) entity(i int) catalog.Entity {
 // encoding/json's form of the processed entity (keys sorted, default
 // namespace) with uid, etag and relations, and returns where the 40 etag
 // characters start.
-func (l *layout) appendFinal(dst []byte, i int, uid, etag string, rels []rel) ([]byte, int) {
+func (l *layout) appendFinal(dst []byte, i int, uid, etag string, rels []rel, gr *graph) ([]byte, int) {
 	g := l.choose(i)
 	dst = append(dst, `{"apiVersion":"backstage.io/v1alpha1","kind":`...)
 	dst = appendJSONString(dst, g.kind)
@@ -253,7 +253,7 @@ func (l *layout) appendFinal(dst []byte, i int, uid, etag string, rels []rel) ([
 	dst = append(dst, `,"uid":`...)
 	dst = appendJSONString(dst, uid)
 	dst = append(dst, `},"relations":`...)
-	dst = appendRelations(dst, rels)
+	dst = appendRelations(dst, rels, gr)
 	dst = append(dst, `,"spec":`...)
 	dst = appendFields(dst, g.spec)
 	return append(dst, '}'), etagOff

@@ -16,18 +16,32 @@ import (
 // has this ref or while some entity emits relations whose source is it (a
 // dangling target keeps its incoming relations for when it appears).
 type node struct {
+	g    *graph
+	id   nodeID
 	ref  string
 	rec  *record
-	rels []rel // relations whose source is this ref
-	out  []*node
+	rels []rel    // relations whose source is this ref
+	out  []nodeID // nodes this node's entity emitted relations on
 }
+
+// nodeID names a node in its graph.
+type nodeID int32
+
+// graph holds the nodes by id, so that relations name their nodes by index:
+// relation lists then hold no pointers, and the garbage collector does not
+// scan them (a million entities hold about ten million relations).
+type graph struct {
+	byID []*node // nil for a forgotten node; ids are not reused
+}
+
+func (g *graph) ref(id nodeID) string { return g.byID[id].ref }
 
 // rel is a relation stored on its source node, with the node whose
 // processing emitted it.
 type rel struct {
 	typ    relType
-	target *node
-	origin *node
+	target nodeID
+	origin nodeID
 }
 
 // record is one entity: either stored as its final encoded JSON (relations
@@ -97,18 +111,18 @@ func encodeRecord(e catalog.Entity, uid string) (*record, error) {
 
 // sortRelations orders a node's relations by type and target, as Backstage
 // returns them.
-func sortRelations(rels []rel) {
+func sortRelations(rels []rel, g *graph) {
 	slices.SortFunc(rels, func(a, b rel) int {
 		if c := strings.Compare(relNames[a.typ], relNames[b.typ]); c != 0 {
 			return c
 		}
-		return strings.Compare(a.target.ref, b.target.ref)
+		return strings.Compare(g.ref(a.target), g.ref(b.target))
 	})
 }
 
 // appendRelations appends the JSON array of sorted relations, without
 // duplicates (the same relation emitted by two entities).
-func appendRelations(dst []byte, rels []rel) []byte {
+func appendRelations(dst []byte, rels []rel, g *graph) []byte {
 	dst = append(dst, '[')
 	first := true
 	for i, x := range rels {
@@ -122,7 +136,7 @@ func appendRelations(dst []byte, rels []rel) []byte {
 		dst = append(dst, `{"type":"`...)
 		dst = append(dst, relNames[x.typ]...)
 		dst = append(dst, `","targetRef":`...)
-		dst = appendJSONString(dst, x.target.ref)
+		dst = appendJSONString(dst, g.ref(x.target))
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
@@ -151,10 +165,10 @@ func appendJSONString(dst []byte, s string) []byte {
 
 // spliced returns body with the relations array replaced by rels and the
 // etag by etag (when not empty), and the new relations length.
-func spliced(body []byte, relOff, relLen, etagOff int, rels []rel, etag string) ([]byte, int) {
+func spliced(body []byte, relOff, relLen, etagOff int, rels []rel, g *graph, etag string) ([]byte, int) {
 	nb := make([]byte, 0, len(body)-relLen+64*len(rels)+2)
 	nb = append(nb, body[:relOff]...)
-	nb = appendRelations(nb, rels)
+	nb = appendRelations(nb, rels, g)
 	n := len(nb) - relOff
 	nb = append(nb, body[relOff+relLen:]...)
 	if etag != "" {
@@ -181,19 +195,20 @@ func etagOf(body []byte, etagOff int) string {
 // stitch writes the node's current relations and the resulting etag into
 // the record. It reports whether the stitched output changed.
 func (r *record) stitch() bool {
-	sortRelations(r.node.rels)
+	n := r.node
+	sortRelations(n.rels, n.g)
 	if r.gen != nil {
-		body, off := r.gen.appendFinal(make([]byte, 0, 2048), int(r.index), r.uid, etagPlaceholder, r.node.rels)
+		body, off := r.gen.appendFinal(make([]byte, 0, 2048), int(r.index), r.uid, etagPlaceholder, n.rels, n.g)
 		sum := etagSum(body, off)
 		changed := sum != r.sum
 		r.sum = sum
 		return changed
 	}
-	nb, n := spliced(r.body, int(r.relOff), int(r.relLen), int(r.etagOff), r.node.rels, "")
+	nb, l := spliced(r.body, int(r.relOff), int(r.relLen), int(r.etagOff), n.rels, n.g, "")
 	sum := etagOf(nb, int(r.etagOff))
 	changed := sum != string(r.body[r.etagOff:r.etagOff+40])
 	copy(nb[r.etagOff:], sum)
-	r.body, r.relLen = nb, int32(n)
+	r.body, r.relLen = nb, int32(l)
 	return changed
 }
 
@@ -211,7 +226,7 @@ func (r *record) appendFinal(dst []byte) []byte {
 	if r.gen == nil {
 		return append(dst, r.body...)
 	}
-	b, _ := r.gen.appendFinal(dst, int(r.index), r.uid, r.etag(), r.node.rels)
+	b, _ := r.gen.appendFinal(dst, int(r.index), r.uid, r.etag(), r.node.rels, r.node.g)
 	return b
 }
 
