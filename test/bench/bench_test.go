@@ -66,7 +66,7 @@ func TestMeasureScaleTiny(t *testing.T) {
 	}
 	for _, w := range []string{"unchanged resync: wall time", "unchanged resync: bridge CPU per entity", "unchanged resync: catalog requests",
 		"unchanged resync: bridge heap (peak RssAnon)", "initial push: bridge mapped files (peak RssFile)", "state file per entity",
-		"catalog emulator CPU per request (unchanged resync)"} {
+		"catalog emulator work per request (records touched, unchanged resync)", "catalog emulator CPU per request (unchanged resync)"} {
 		found := false
 		for _, r := range rep.Scale {
 			if r.What == w && len(r.Values) == 2 && r.Values[0] != "" && r.Values[1] != "" {

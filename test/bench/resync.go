@@ -29,12 +29,18 @@ type runStats struct {
 	CatalogReqs    int
 	CatalogByRoute map[string]int
 	CatalogCPU     time.Duration // the catalog emulator's CPU during the run
+	CatalogWork    int64         // records the catalog emulator's requests touched
 	PortWrites     int
 	PortByRoute    map[string]int
 }
 
 // cpuPerEntity is the bridge's CPU time per catalog entity.
 func (r runStats) cpuPerEntity() time.Duration { return r.CPU / time.Duration(max(r.N, 1)) }
+
+// catalogWorkPerReq is the records a catalog request touched, on average.
+func (r runStats) catalogWorkPerReq() float64 {
+	return float64(r.CatalogWork) / float64(max(r.CatalogReqs, 1))
+}
 
 // catalogCPUPerReq is the catalog emulator's CPU time per request served.
 func (r runStats) catalogCPUPerReq() time.Duration {
@@ -67,7 +73,7 @@ func (g *rig) measuredSync(ctx context.Context, name, config string) (runStats, 
 	if err != nil {
 		return rs, err
 	}
-	rs.CatalogByRoute, rs.CatalogReqs = st.Requests, sumCounts(st.Requests)
+	rs.CatalogByRoute, rs.CatalogReqs, rs.CatalogWork = st.Requests, sumCounts(st.Requests), st.Work
 	pr, err := g.port.requests(ctx)
 	if err != nil {
 		return rs, err
@@ -142,7 +148,7 @@ func measureResync(ctx context.Context, g *rig, rep *Report) bool {
 	rep.check("resync unchanged: Port write requests", count(second.PortWrites), "0", second.PortWrites == 0)
 	rep.check("bridge heap (peak RssAnon), unchanged resync", mb(second.Mem.Anon), "≤ 150 MB", second.Mem.Anon > 0 && second.Mem.Anon <= anonTarget)
 	rep.row("bridge mapped files (peak RssFile), unchanged resync", fmt.Sprintf("%s (VmHWM %s)", mb(second.Mem.File), mb(second.Mem.HWM)), "", Info)
-	rep.row("catalog emulator CPU per request, unchanged resync", us(second.catalogCPUPerReq()), "", Info)
+	rep.row("catalog emulator per request, unchanged resync", fmt.Sprintf("%.0f records touched, %s CPU", second.catalogWorkPerReq(), us(second.catalogCPUPerReq())), "", Info)
 	per := float64(runs.StateBytes) / float64(n)
 	rep.check("state file per entity", fmt.Sprintf("%.0f B (%s / %s)", per, mb(runs.StateBytes), count(n)), "≤ 150 B", per <= stateTarget)
 

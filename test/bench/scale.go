@@ -24,12 +24,14 @@ type ScaleRow struct {
 
 // scaleTargets: the unchanged resync at the largest N takes at most this
 // many times the smallest N's time per 10× entities (issue 16: 1M ≤ 11×
-// 100k), the bridge heap grows at most 25 MB, the catalog emulator's CPU
-// per request at most 1.5×.
+// 100k), the bridge heap grows at most 25 MB, the records the catalog
+// emulator touches per request at most 1.1× (a page plus a binary search;
+// its CPU per request is reported, not judged: it also grows with the
+// garbage collector's and the caches' cost of a larger heap).
 const (
 	timeGrowthPer10x   = 11.0
 	heapGrowthMax      = 25_000_000
-	catalogCPUGrowth   = 1.5
+	catalogWorkGrowth  = 1.1
 	scaleDefaultOutDir = "docs/bench"
 )
 
@@ -128,9 +130,12 @@ func measureScale(ctx context.Context, g *rig, rep *Report) {
 	}
 	add(ScaleRow{What: "state file per entity", Values: vals(func(r resyncRuns) string { return fmt.Sprintf("%.0f B", float64(r.StateBytes)/float64(r.N)) }),
 		Target: "≤ 150 B", Result: check(worstState <= stateTarget)})
-	cg := float64(last.Unchanged.catalogCPUPerReq()) / float64(max(first.Unchanged.catalogCPUPerReq(), 1))
+	wg := last.Unchanged.catalogWorkPerReq() / max(first.Unchanged.catalogWorkPerReq(), 1)
+	add(ScaleRow{What: "catalog emulator work per request (records touched, unchanged resync)", Values: vals(func(r resyncRuns) string {
+		return fmt.Sprintf("%.0f", r.Unchanged.catalogWorkPerReq())
+	}), Growth: fmt.Sprintf("%.2f×", wg), Target: "does not grow with N (≤ 1.1×)", Result: check(wg <= catalogWorkGrowth)})
 	add(ScaleRow{What: "catalog emulator CPU per request (unchanged resync)", Values: vals(func(r resyncRuns) string { return us(r.Unchanged.catalogCPUPerReq()) }),
-		Growth: fmt.Sprintf("%.2f×", cg), Target: "does not grow with N (≤ 1.5×)", Result: check(cg <= catalogCPUGrowth)})
+		Growth: fmt.Sprintf("%.2f×", float64(last.Unchanged.catalogCPUPerReq())/float64(max(first.Unchanged.catalogCPUPerReq(), 1))), Result: Info})
 	catVals := make([]string, len(cat))
 	for i, m := range cat {
 		catVals[i] = mb(m.Anon)
@@ -141,7 +146,8 @@ func measureScale(ctx context.Context, g *rig, rep *Report) {
 		"start as their own processes; the bridge (`portbridge sync --once`, its own process) runs the initial push and then a resync with nothing "+
 		"changed on a fresh state file; both emulators stop before the next N. Growth is the last N's figure over the first's (a difference for memory). "+
 		"Bridge memory comes from /proc/<pid>/status every 20 ms (RssAnon: heap; RssFile: mapped bbolt and binary pages); bridge CPU is user+system "+
-		"(wait4). Catalog requests and Port writes come from the emulators' counters. %d cores (%s), GOMAXPROCS %d.",
+		"(wait4). Catalog requests, the records the catalog emulator's requests touched (compared in a search, scanned or rendered) and Port writes "+
+		"come from the emulators' counters; the catalog emulator's CPU from /proc/<pid>/stat. %d cores (%s), GOMAXPROCS %d.",
 		runtime.NumCPU(), runtime.GOARCH, runtime.GOMAXPROCS(0))
 
 	if g.cfg.Out != "" {
