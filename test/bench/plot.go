@@ -25,8 +25,8 @@ type chart struct {
 }
 
 const (
-	chartW, chartH                   = 640, 400
-	padL, padR, padT, padB           = 70, 190, 40, 50
+	chartW, chartH                   = 660, 400
+	padL, padR, padT, padB           = 70, 210, 40, 50
 	plotW, plotH                     = chartW - padL - padR, chartH - padT - padB
 	fontAttrs                        = `font-family="sans-serif" font-size="12"`
 	axisColor, gridColor, labelColor = "#333", "#ddd", "#333"
