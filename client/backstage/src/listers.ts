@@ -69,7 +69,8 @@ export class ApiLister implements CatalogLister {
 
 /** A query on one table, as knex builds it (the part the database lister uses). */
 export interface TableQuery extends PromiseLike<Record<string, unknown>[]> {
-  select(...columns: string[]): TableQuery;
+  select(...columns: unknown[]): TableQuery;
+  limit(n: number): TableQuery;
   whereNotNull(column: string): TableQuery;
   where(column: string, operator: string, value: unknown): TableQuery;
   count(spec: Record<string, string>): TableQuery;
@@ -82,6 +83,7 @@ export interface CatalogDatabase {
     hasColumn(table: string, column: string): Promise<boolean>;
   };
   (table: string): TableQuery;
+  raw(sql: string): unknown;
 }
 
 /** The columns of the catalog's `final_entities` table the database lister reads. */
@@ -90,9 +92,10 @@ export const FINAL_ENTITIES_COLUMNS = ['entity_id', 'entity_ref', 'hash', 'final
 /** Tuning of the database lister's incremental listing. */
 export interface DatabaseListerOptions {
   /**
-   * How far before the newest `last_updated_at` already seen an
-   * incremental listing starts, to cover stitching transactions that
-   * commit after the listing (default 5 minutes).
+   * How far before the database's clock at the previous listing an
+   * incremental listing starts, to cover stitching that committed after
+   * that listing with an earlier timestamp, and a clock step (default 1
+   * minute; stitching writes one row per statement).
    */
   marginMs?: number;
   /** How often a full listing is made anyway (default 1 hour). */
@@ -107,12 +110,13 @@ export interface DatabaseListerOptions {
  * etag, `entity_ref` the lower-case ref, and rows whose `final_entity` is
  * still NULL are not stitched yet, so not visible in the API either.
  *
- * Incremental: stitching sets `last_updated_at` whenever an entity's output
- * changes, so after one full listing a poll reads only the rows updated since
- * the newest one seen (minus a margin), merges them into the last listing,
- * and compares the table's row count with the merged view: every current
- * row is then in the view, so equal counts mean nothing was deleted; a
- * difference (deletions) or a timestamp it cannot shift falls back to a full
+ * Incremental: stitching sets `last_updated_at` to the database's clock
+ * whenever an entity's output changes, so after one full listing a poll
+ * reads only the rows updated since the database's clock at the previous
+ * listing (minus a margin), merges them into the last listing, and compares
+ * the table's row count with the merged view: every current row is then in
+ * the view, so equal counts mean nothing was deleted; a difference
+ * (deletions) or a clock value it cannot shift falls back to a full
  * listing, as does the first poll after fullEveryMs. A full listing reads
  * every row (about 5 ms of CPU per 1,000 rows with SQLite); an incremental
  * one scans the table in the database and returns only what changed. The
@@ -125,7 +129,8 @@ export class DatabaseLister implements CatalogLister {
   #usable?: boolean;
   #incremental = false;
   #view?: CatalogView;
-  #watermark?: unknown;
+  /** The database's clock when the previous listing began. */
+  #listedAt?: unknown;
   #lastFull = 0;
   readonly #marginMs: number;
   readonly #fullEveryMs: number;
@@ -141,7 +146,7 @@ export class DatabaseLister implements CatalogLister {
     private readonly warn: (message: string) => void,
     options: DatabaseListerOptions = {},
   ) {
-    this.#marginMs = options.marginMs ?? 5 * 60_000;
+    this.#marginMs = options.marginMs ?? 60_000;
     this.#fullEveryMs = options.fullEveryMs ?? 60 * 60_000;
     this.#now = options.now ?? Date.now;
   }
@@ -171,15 +176,13 @@ export class DatabaseLister implements CatalogLister {
     }
     try {
       const since = this.#since();
-      if (since !== undefined) {
-        const view = await this.#delta(db, since);
-        if (view) {
-          this.lastMode = 'incremental';
-          return view;
-        }
-      }
-      this.lastMode = 'full';
-      return await this.#full(db);
+      // the clock first: whatever commits after it is at or after it
+      const now = this.#incremental ? await this.#dbNow(db) : undefined;
+      let view = since === undefined ? undefined : await this.#delta(db, since);
+      this.lastMode = view ? 'incremental' : 'full';
+      view ??= await this.#full(db);
+      this.#listedAt = now;
+      return view;
     } catch (e) {
       if (e instanceof RowShapeError) {
         return this.#giveUp(e.message, credentials, signal);
@@ -193,14 +196,18 @@ export class DatabaseLister implements CatalogLister {
     if (!this.#incremental || !this.#view || this.#now() - this.#lastFull >= this.#fullEveryMs) {
       return undefined;
     }
-    return this.#watermark === undefined ? undefined : shiftBack(this.#watermark, this.#marginMs);
+    return this.#listedAt === undefined ? undefined : shiftBack(this.#listedAt, this.#marginMs);
+  }
+
+  /** The database's clock, in the form last_updated_at has (undefined for an empty table). */
+  async #dbNow(db: CatalogDatabase): Promise<unknown> {
+    const rows = await db('final_entities').select(db.raw('CURRENT_TIMESTAMP as now')).limit(1);
+    return rows[0]?.now ?? undefined;
   }
 
   async #full(db: CatalogDatabase): Promise<CatalogView> {
-    const cols = ['entity_id', 'entity_ref', 'hash', ...(this.#incremental ? ['last_updated_at'] : [])];
-    const rows = await db('final_entities').select(...cols).whereNotNull('final_entity');
+    const rows = await db('final_entities').select('entity_id', 'entity_ref', 'hash').whereNotNull('final_entity');
     const view: CatalogView = new Map();
-    this.#watermark = undefined;
     for (const row of rows) {
       this.#take(view, row);
     }
@@ -218,7 +225,7 @@ export class DatabaseLister implements CatalogLister {
     // (4.0.0) inserts only stitched rows, so both count stitched rows; where
     // unstitched rows exist the counts differ and the listing is full.
     const [rows, counted] = await Promise.all([
-      db('final_entities').select('entity_id', 'entity_ref', 'hash', 'last_updated_at').where('last_updated_at', '>=', since),
+      db('final_entities').select('entity_id', 'entity_ref', 'hash').where('last_updated_at', '>=', since),
       db('final_entities').count({ n: '*' }),
     ]);
     const changed: string[] = [];
@@ -235,7 +242,7 @@ export class DatabaseLister implements CatalogLister {
 
   /** Puts one row into the view and returns its ref. */
   #take(view: CatalogView, row: Record<string, unknown>): string {
-    const { entity_id: uid, entity_ref: ref, hash, last_updated_at: at } = row;
+    const { entity_id: uid, entity_ref: ref, hash } = row;
     if (typeof uid !== 'string' || typeof ref !== 'string' || !ref.includes(':')) {
       throw new RowShapeError(`a row has an unexpected shape (${JSON.stringify(row).slice(0, 200)})`);
     }
@@ -244,9 +251,6 @@ export class DatabaseLister implements CatalogLister {
     const old = view.get(key);
     if (!old || old.uid !== uid || old.etag !== etag) {
       view.set(key, { uid, etag });
-    }
-    if (at !== null && at !== undefined && (this.#watermark === undefined || later(at, this.#watermark))) {
-      this.#watermark = at;
     }
     return key;
   }
@@ -263,20 +267,13 @@ export class DatabaseLister implements CatalogLister {
 
 class RowShapeError extends Error {}
 
-/** Whether timestamp a is after b (both as the database returned them). */
-function later(a: unknown, b: unknown): boolean {
-  if (a instanceof Date && b instanceof Date) {
-    return a.getTime() > b.getTime();
-  }
-  return String(a) > String(b);
-}
-
 const SQLITE_TIME = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})$/;
 
 /**
  * A database timestamp moved back by ms, in the form the database gave it:
  * a Date (PostgreSQL, MySQL) or SQLite's 'YYYY-MM-DD HH:MM:SS' (UTC, compared
- * as text). Undefined for any other form: then every listing is full.
+ * as text, as CURRENT_TIMESTAMP and stitching write it). Undefined for any
+ * other form: then every listing is full.
  */
 export function shiftBack(value: unknown, ms: number): unknown {
   if (value instanceof Date) {

@@ -80,33 +80,41 @@ describe('DatabaseLister on a hand-made table', () => {
     }
   });
 
-  test('incremental: reads only rows updated since, falls back to a full listing on deletions and on schedule', async () => {
+  test('incremental: reads only rows updated since the previous listing, falls back to a full listing on deletions and on schedule', async () => {
     const db = sqlite();
     let now = 1_000_000;
     try {
       await table(db);
-      const put = (id: string, hash: string, at: string) =>
+      const put = (id: string, hash: string, at: unknown) =>
         (db as any)('final_entities')
           .insert({ entity_id: id, hash, stitch_ticket: 't', final_entity: '{}', entity_ref: `component:default/${id}`, last_updated_at: at })
           .onConflict('entity_id')
           .merge();
-      await put('a', 'h1', '2026-01-01 10:00:00');
-      await put('b', 'h1', '2026-01-01 10:00:05');
+      await put('a', 'h1', '2020-01-01 10:00:00');
+      await put('b', 'h1', '2020-01-01 10:00:05');
       const lister = new DatabaseLister(async () => db, new ApiLister(new TestCatalog(), 10), () => assert.fail('no fallback'), {
-        marginMs: 2_000,
-        fullEveryMs: 60_000,
+        marginMs: 60_000,
+        fullEveryMs: 60_000 * 60,
         now: () => now,
       });
       let view = await lister.list(await creds(), signal);
       assert.equal(lister.lastMode, 'full');
       assert.equal(view.size, 2);
 
-      // an update and an addition after the watermark: incremental
-      await put('a', 'h2', '2026-01-01 10:00:09');
-      await put('c', 'h1', '2026-01-01 10:00:04'); // committed late: within the margin of the watermark (10:00:05)
+      // nothing changed: incremental, nothing read
       now += 5_000;
       view = await lister.list(await creds(), signal);
       assert.equal(lister.lastMode, 'incremental');
+      assert.deepEqual(lister.lastChanged, []);
+
+      // an update stitched now, and an addition stitched 30 s before the
+      // previous listing but committed after it (within the margin)
+      await put('a', 'h2', db.raw('CURRENT_TIMESTAMP'));
+      await put('c', 'h1', db.raw(`datetime('now', '-30 seconds')`));
+      now += 5_000;
+      view = await lister.list(await creds(), signal);
+      assert.equal(lister.lastMode, 'incremental');
+      assert.deepEqual([...(lister.lastChanged ?? [])].sort(), ['component:default/a', 'component:default/c']);
       assert.deepEqual(sorted(view), [
         ['component:default/a', { uid: 'a', etag: 'h2' }],
         ['component:default/b', { uid: 'b', etag: 'h1' }],
@@ -118,16 +126,11 @@ describe('DatabaseLister on a hand-made table', () => {
       now += 5_000;
       view = await lister.list(await creds(), signal);
       assert.equal(lister.lastMode, 'full');
+      assert.equal(lister.lastChanged, undefined);
       assert.deepEqual([...view.keys()].sort(), ['component:default/a', 'component:default/c']);
 
-      // nothing changed: incremental, same view
-      now += 5_000;
-      view = await lister.list(await creds(), signal);
-      assert.equal(lister.lastMode, 'incremental');
-      assert.equal(view.size, 2);
-
       // after fullEveryMs: full again
-      now += 60_000;
+      now += 60_000 * 60;
       await lister.list(await creds(), signal);
       assert.equal(lister.lastMode, 'full');
     } finally {
@@ -144,9 +147,9 @@ describe('DatabaseLister on a hand-made table', () => {
       const names = Array.from({ length: 50 }, (_, i) => `c${i}`);
       const catalog = new TestCatalog(names.map(n => component(n, { etag: `h-${n}` })));
       await (db as any)('final_entities').insert(
-        names.map((n, i) => ({
+        names.map(n => ({
           entity_id: `uid-${n}`, hash: `h-${n}`, stitch_ticket: 't', final_entity: '{}', entity_ref: `component:default/${n}`,
-          last_updated_at: i === 0 ? '2026-01-01 10:00:05' : '2026-01-01 10:00:00',
+          last_updated_at: '2020-01-01 10:00:00',
         })),
       );
       const lister = new DatabaseLister(async () => db, new ApiLister(catalog, 10), () => assert.fail('no fallback'), { marginMs: 0 });
@@ -160,14 +163,14 @@ describe('DatabaseLister on a hand-made table', () => {
       assert.equal(first?.upserts, 50);
       const idle = await poller.runOnce(signal);
       assert.equal(lister.lastMode, 'incremental');
-      assert.equal(idle?.compared, 1, 'only the row at the watermark is read again');
+      assert.equal(idle?.compared, 0, 'nothing was stitched since the previous listing');
       assert.equal(idle?.upserts, 0);
 
-      // a change after the watermark: compared and published alone
+      // a change stitched now: compared and published alone
       catalog.set(names.map(n => component(n, { etag: n === 'c7' ? 'h-c7-2' : `h-${n}` })));
-      await (db as any)('final_entities').where('entity_id', 'uid-c7').update({ hash: 'h-c7-2', last_updated_at: '2026-01-01 10:00:09' });
+      await (db as any)('final_entities').where('entity_id', 'uid-c7').update({ hash: 'h-c7-2', last_updated_at: db.raw('CURRENT_TIMESTAMP') });
       const one = await poller.runOnce(signal);
-      assert.deepEqual([one?.compared, one?.upserts, one?.deletes], [2, 1, 0]);
+      assert.deepEqual([one?.compared, one?.upserts, one?.deletes], [1, 1, 0]);
 
       // a deletion: a full listing, everything compared, the delete published
       await (db as any)('final_entities').where('entity_id', 'uid-c3').delete();
