@@ -10,7 +10,7 @@ export npm_config_nodedir ?= /usr
 # The contract as it landed: `buf breaking` compares the proto against it.
 BREAKING_AGAINST ?= bf27eca8d0a26a82a7003492cd1c8ca61af9c376
 
-.PHONY: help build generate check-generated lint breaking test test-go test-short fuzz test-module test-deploy bench dev image clean
+.PHONY: help build generate check-generated lint breaking test test-go test-short fuzz test-module test-deploy bench bench-scale dev image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -48,7 +48,8 @@ fuzz: ## short fixed-time fuzzing: RPC validation, the real server -> state queu
 	go test -run='^$$' -fuzz='^FuzzLoad$$' -fuzztime=$(FUZZTIME) ./sidecar/mapping
 	go test -run='^$$' -fuzz='^FuzzQueueRoundTrip$$' -fuzztime=$(FUZZTIME) ./sidecar
 
-test-module: ## the Backstage module: npm ci, build, unit tests (under the lock the e2e test takes too)
+test-module: ## the Backstage module: npm ci, build, unit tests, the database listing against the real Backstage harness
+	test/backstage/install.sh
 	cd client/backstage && flock $${TMPDIR:-/tmp}/portbridge-client-backstage-npm.lock sh -c 'npm ci --no-audit --no-fund && npm run build' && npm test
 
 test-deploy: ## render Helm/kustomize and validate against the Kubernetes API types
@@ -56,6 +57,9 @@ test-deploy: ## render Helm/kustomize and validate against the Kubernetes API ty
 
 bench: ## benchmarks and the side-by-side table (DESIGN §8)
 	go run ./test/bench
+
+bench-scale: ## the bridge alone at 100k and 1M entities: growth table and plots into docs/bench (takes a while)
+	go run ./test/bench -scale 100000,1000000 -out docs/bench
 
 dev: build ## the whole flow on this machine, no accounts (builds bin/portbridge first; Ctrl-C ends it with status 0)
 	./bin/portbridge dev $(DEV_ARGS)

@@ -29,9 +29,12 @@ export interface Config {
     /** Longest wait between retries while the sidecar is unavailable. Default 5 seconds. */
     maxBackoff?: HumanDuration | string;
     /**
-     * How each poll lists the catalog: 'api' (queryEntities, the default) or
-     * 'database' (the catalog's own final_entities table: much cheaper, but an
-     * internal schema; falls back to 'api' when the schema is not as expected).
+     * How each poll lists the catalog: 'database' (the default: the catalog's
+     * own final_entities table, read incrementally by last_updated_at; an
+     * internal schema, so the module falls back to 'api' for good when it is
+     * not as expected) or 'api' (queryEntities with kind, namespace, name,
+     * uid and etag only and totalItems excluded; public, but the catalog reads
+     * every entity on every poll).
      */
     listSource?: 'api' | 'database';
     /** Names this Backstage in the sidecar's logs. Default "backstage". */

@@ -132,6 +132,13 @@ func (b *Backend) Sources() []string {
 	return append([]string(nil), b.sources...)
 }
 
+// Resyncs counts TriggerResync calls.
+func (b *Backend) Resyncs() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.resyncs
+}
+
 // PublishCalls counts Publish calls, failed ones included.
 func (b *Backend) PublishCalls() int {
 	b.mu.Lock()

@@ -1,6 +1,8 @@
 // Package catalog reads Backstage's software catalog over its REST API: a
-// streaming by-query scan, batch reads by ref, single reads by name or uid,
-// and Backstage entity refs.
+// by-query scan that fetches one page ahead and reports what it saw
+// (totalItems, entities, whether the last page came), a cheap listing of
+// entity versions (ref, uid, etag), batch reads by ref (collected or
+// streamed), single reads by name or uid, and Backstage entity refs.
 package catalog
 
 import (
@@ -17,6 +19,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -84,6 +87,9 @@ type Client struct {
 	limits    limits.Limits
 	onSkip    func(ref, reason string)
 	skipped   atomic.Uint64
+	// bodies hold answers while they are decoded: a scan reuses a few
+	// buffers instead of growing a decoder's buffer for every page.
+	bodies sync.Pool
 }
 
 // New checks cfg and returns a client.
@@ -121,6 +127,7 @@ func New(cfg Config) (*Client, error) {
 	if c.pageSize == 0 {
 		c.pageSize = DefaultPageSize
 	}
+	c.bodies.New = func() any { return new(bytes.Buffer) }
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: 60 * time.Second}
 	}
@@ -182,129 +189,47 @@ func (c *Client) registerMetrics(reg prometheus.Registerer) error {
 	return nil
 }
 
-// Query selects entities for Entities. The zero Query is every entity.
+// Query selects entities for Entities and Scan. The zero Query is every
+// entity.
 type Query struct {
 	Filters    []string // Backstage filter strings (`kind=component,spec.type=service`), OR across elements
 	Fields     []string // projection, e.g. "kind", "metadata.name"; empty means whole entities
 	OrderField string   // e.g. "metadata.name,asc"; empty means Backstage's default (by uid)
-	// Stats, when set, is filled in as the scan goes: what a caller needs
-	// to prove a scan complete.
-	Stats *ScanStats
+	// Stats, when set, is updated as the scan goes (the scan's Result):
+	// what a caller needs to prove a scan complete, and to show progress.
+	Stats *ScanResult
 	// OnSkip, when set, is told the ref of every entity skipped for the
 	// input limits, and the scan then ends without the *LimitError it
 	// would otherwise yield last: the caller keeps those refs itself.
 	OnSkip func(ref string)
+	// ExcludeTotal asks the catalog not to count the matches
+	// (totalItems=exclude, as catalog backend 4.0.0 has it; older ones
+	// ignore it and count). ScanResult.TotalItems is then -1. Counting
+	// costs the catalog a query over all matches, once per scan.
+	ExcludeTotal bool
 }
 
-// ScanStats describes a scan so far.
-type ScanStats struct {
-	Pages   int // pages read
-	Items   int // entities yielded
-	Skipped int // entities skipped for the input limits
-	// TotalItems is the catalog's totalItems from the last page read; -1
-	// before the first page.
-	TotalItems int
-	// Ended is set when a page came without a next cursor (the catalog
-	// said the scan is over), whether or not Items reached TotalItems.
-	Ended bool
-}
-
-type queryPage struct {
-	Items      *[]Entity `json:"items"`
-	TotalItems *int      `json:"totalItems"`
-	PageInfo   struct {
-		NextCursor string `json:"nextCursor"`
-	} `json:"pageInfo"`
-}
-
-// Entities streams all matching entities page by page; it never holds more
-// than one page. It yields (nil, err) and stops on any failure (HTTP error
-// after retries, malformed page, entity without kind or metadata.name): a
-// failed scan never looks complete. Whole entities over the limits are
-// skipped (see Config.Limits) and the scan goes on; after the last entity
-// it then yields (nil, *LimitError), so that a caller never takes a skipped
-// entity for a deleted one.
+// Entities streams all matching entities page by page, fetching the next
+// page while the caller handles the current one; it holds at most two
+// pages. It yields (nil, err) and stops on any failure (HTTP error after
+// retries, malformed page, entity without kind or metadata.name): a failed
+// scan never looks complete. Whole entities over the limits are skipped
+// (see Config.Limits) and the scan goes on; after the last entity it then
+// yields (nil, *LimitError) unless q.OnSkip is set, so that a caller never
+// takes a skipped entity for a deleted one. It is Scan(ctx, q).Entities().
 func (c *Client) Entities(ctx context.Context, q Query) iter.Seq2[Entity, error] {
-	return func(yield func(Entity, error) bool) {
-		var over *LimitError
-		params := url.Values{}
-		params.Set("limit", strconv.Itoa(c.pageSize))
-		for _, f := range q.Filters {
-			params.Add("filter", f)
-		}
-		if q.OrderField != "" {
-			params.Set("orderField", q.OrderField)
-		}
-		if len(q.Fields) > 0 {
-			params.Set("fields", strings.Join(q.Fields, ","))
-		}
-		wholeEntities := len(q.Fields) == 0
-		st := q.Stats
-		if st == nil {
-			st = &ScanStats{}
-		}
-		*st = ScanStats{TotalItems: -1}
-		for page := 0; ; page++ {
-			u := c.base + "/entities/by-query?" + params.Encode()
-			var p queryPage
-			if err := c.do(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
-				yield(nil, fmt.Errorf("scan catalog page %d: %w", page, err))
-				return
-			}
-			if p.Items == nil || p.TotalItems == nil {
-				yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d has no items or totalItems", page)})
-				return
-			}
-			items := *p.Items
-			st.Pages++
-			st.TotalItems = *p.TotalItems
-			for i, e := range items {
-				if e == nil {
-					yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d is null", page, i)})
-					return
-				}
-				if wholeEntities {
-					ref, err := RefOf(e)
-					if err != nil {
-						yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d item %d (uid %v)", page, i, uidOf(e)), Err: err})
-						return
-					}
-					if v := c.limits.CheckEntity(e); v != nil {
-						over = c.skip(ctx, over, ref.String(), e, v, scanRefs)
-						st.Skipped++
-						if q.OnSkip != nil {
-							q.OnSkip(ref.String())
-						}
-						items[i] = nil
-						continue
-					}
-				}
-				items[i] = nil // let the consumer's copy be the only reference
-				st.Items++
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if p.PageInfo.NextCursor == "" {
-				st.Ended = true
-				if over != nil && q.OnSkip == nil {
-					yield(nil, over)
-				}
-				return
-			}
-			if len(items) == 0 {
-				yield(nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("page %d is empty but has a next cursor", page)})
-				return
-			}
-			next := url.Values{}
-			next.Set("cursor", p.PageInfo.NextCursor)
-			next.Set("limit", strconv.Itoa(c.pageSize))
-			if len(q.Fields) > 0 {
-				next.Set("fields", strings.Join(q.Fields, ","))
-			}
-			params = next
-		}
-	}
+	return c.Scan(ctx, q).Entities()
+}
+
+// Versions lists the ref, uid and etag of every matching entity; it is
+// Scan(ctx, q).Versions().
+func (c *Client) Versions(ctx context.Context, q Query) iter.Seq2[Version, error] {
+	return c.Scan(ctx, q).Versions()
+}
+
+// countPage is a by-query answer read only for its count.
+type countPage struct {
+	TotalItems *int `json:"totalItems"`
 }
 
 // skip records an entity over the limits: log, metric, counter, callback,
@@ -358,7 +283,8 @@ func uidOf(e Entity) any {
 // kind; they are sent in Backstage's canonical lower-case form. Whole
 // entities over the limits are nil too, and then the error is a
 // *LimitError naming them (the other results are valid): such an entity
-// exists, so a caller must not take it for a deleted one.
+// exists, so a caller must not take it for a deleted one. FetchByRefs
+// streams instead of collecting.
 func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []string) ([]Entity, error) {
 	canon := make([]string, len(refs))
 	for i, r := range refs {
@@ -369,27 +295,12 @@ func (c *Client) EntitiesByRefs(ctx context.Context, refs []string, fields []str
 		canon[i] = ref.String()
 	}
 	out := make([]Entity, 0, len(refs))
-	u := c.base + "/entities/by-refs"
 	for start := 0; start < len(canon); start += refsChunk {
-		chunk := canon[start:min(start+refsChunk, len(canon))]
-		body := struct {
-			EntityRefs []string `json:"entityRefs"`
-			Fields     []string `json:"fields,omitempty"`
-		}{chunk, fields}
-		var res struct {
-			Items *[]Entity `json:"items"`
+		items, err := c.byRefs(ctx, canon[start:min(start+refsChunk, len(canon))], fields, start)
+		if err != nil {
+			return nil, err
 		}
-		if err := c.do(ctx, "by-refs", http.MethodPost, u, body, &res); err != nil {
-			return nil, fmt.Errorf("read entities by refs %d..%d: %w", start, start+len(chunk)-1, err)
-		}
-		if res.Items == nil || len(*res.Items) != len(chunk) {
-			n := -1
-			if res.Items != nil {
-				n = len(*res.Items)
-			}
-			return nil, &MalformedResponseError{URL: u, Reason: fmt.Sprintf("asked for %d refs, got %d items", len(chunk), n)}
-		}
-		out = append(out, *res.Items...)
+		out = append(out, items...)
 	}
 	var over *LimitError
 	if len(fields) == 0 {
@@ -463,7 +374,7 @@ func (c *Client) checkOne(ctx context.Context, ref string, e Entity) (Entity, er
 // credentials: by-query with limit 0.
 func (c *Client) Ping(ctx context.Context) error {
 	u := c.base + "/entities/by-query?limit=0"
-	var p queryPage
+	var p countPage
 	if err := c.once(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
 		return fmt.Errorf("ping catalog: %w", err)
 	}
@@ -482,7 +393,7 @@ func (c *Client) Count(ctx context.Context, filters ...string) (int, error) {
 		params.Add("filter", f)
 	}
 	u := c.base + "/entities/by-query?" + params.Encode()
-	var p queryPage
+	var p countPage
 	if err := c.do(ctx, "by-query", http.MethodGet, u, nil, &p); err != nil {
 		return 0, fmt.Errorf("count catalog entities: %w", err)
 	}
@@ -569,15 +480,31 @@ func (c *Client) once(ctx context.Context, route, method, u string, body, out an
 	if resp.StatusCode/100 != 2 {
 		return decodeAPIError(method, u, resp)
 	}
-	dec := json.NewDecoder(resp.Body)
-	if err := dec.Decode(out); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) && ctx.Err() == nil {
+	buf := c.bodies.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			c.bodies.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("catalog %s %s: %w", method, u, ctx.Err())
+		}
+		return &networkError{method: method, url: u, err: fmt.Errorf("answer cut short: %w", err)}
+	}
+	if err := json.Unmarshal(buf.Bytes(), out); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) && se.Offset >= int64(buf.Len()) {
 			return &networkError{method: method, url: u, err: fmt.Errorf("answer cut short: %w", err)}
 		}
 		return &MalformedResponseError{URL: u, Reason: "decode JSON", Err: err}
 	}
 	return nil
 }
+
+// maxPooledBody: larger buffers are left to the garbage collector.
+const maxPooledBody = 8 << 20
 
 func (c *Client) count(route string, code int) {
 	if c.requests != nil {

@@ -25,9 +25,13 @@ func start(t testing.TB, n int) (*catalogtest.Emulator, string) {
 	if err := emu.UpsertAll(catalogtest.Generate(n, 1)); err != nil {
 		t.Fatal(err)
 	}
+	return emu, serveEmu(t, emu)
+}
+
+func serveEmu(t testing.TB, emu *catalogtest.Emulator) string {
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	return emu, srv.URL
+	return srv.URL
 }
 
 func client(t testing.TB, url, tok string, pageSize int) *catalog.Client {

@@ -306,7 +306,7 @@ func (e *Engine) listOwned(ctx context.Context) (map[plan.Key]ported, error) {
 // inPort, the catalog entities producing it. The scan must be complete.
 func (e *Engine) claimsInCatalog(ctx context.Context, inPort map[plan.Key]ported) (map[plan.Key][]claim, error) {
 	claims := map[plan.Key][]claim{}
-	var stats catalog.ScanStats
+	var stats catalog.ScanResult
 	receivedBefore := e.received()
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
 	flush := func() {
@@ -334,7 +334,7 @@ func (e *Engine) claimsInCatalog(ctx context.Context, inPort map[plan.Key]ported
 		}
 	}
 	flush()
-	proof := plan.ScanProof{Seen: stats.Items, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
+	proof := plan.ScanProof{Seen: stats.Seen + stats.Skipped, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
 	if ok, why := proof.Complete(); !ok {
 		return nil, fmt.Errorf("read the catalog for the ownership rebuild: %s", why)
 	}

@@ -71,7 +71,7 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 		rep.examples = sc.examples
 		rep.mu.Unlock()
 	}()
-	var stats catalog.ScanStats
+	var stats catalog.ScanResult
 	receivedBefore := e.received()
 	var scanErr error
 	page := make([]catalog.Entity, 0, e.opts.PageSize)
@@ -115,7 +115,7 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	}
 	sc.refsWG.Wait()
 
-	proof := plan.ScanProof{Seen: stats.Items + stats.Skipped, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
+	proof := plan.ScanProof{Seen: stats.Seen + stats.Skipped, Total: stats.TotalItems, Tolerance: int(e.received() - receivedBefore)}
 	if scanErr != nil {
 		rep.skipDeletions("the catalog scan did not complete: " + scanErr.Error())
 		return fmt.Errorf("catalog scan: %w", scanErr)

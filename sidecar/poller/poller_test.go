@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -17,23 +19,19 @@ import (
 	"github.com/portbridge/portbridge/sidecar/poller"
 )
 
-// The poller against the catalog emulator and the real server (with its
-// recording test backend): what the Backstage module does, in Go.
-func TestPoll(t *testing.T) {
-	t.Parallel()
-	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 9})
-	if err := cat.UpsertAll(catalogtest.Generate(30, 9)); err != nil {
-		t.Fatal(err)
-	}
+// peers starts the catalog emulator and the real server (with its recording
+// backend) and returns a catalog client and a sidecar client for them.
+func peers(t *testing.T, cat *catalogtest.Emulator) (*servertest.Backend, *catalog.Client, *client.Client) {
+	t.Helper()
 	catSrv := httptest.NewServer(cat)
-	defer catSrv.Close()
+	t.Cleanup(catSrv.Close)
 	backend := &servertest.Backend{}
 	srv, err := server.New(server.Config{Token: "sidecar-token"}, backend)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sideSrv := httptest.NewServer(srv.Handler())
-	defer sideSrv.Close()
+	t.Cleanup(sideSrv.Close)
 	cc, err := catalog.New(catalog.Config{BaseURL: catSrv.URL, Token: "catalog-token-123"})
 	if err != nil {
 		t.Fatal(err)
@@ -42,21 +40,31 @@ func TestPoll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	p := poller.New(cc, cl, 7, nil)
+	t.Cleanup(cl.Close)
+	return backend, cc, cl
+}
+
+// The poller against the catalog emulator and the real server (with its
+// recording test backend): what the Backstage module does, in Go.
+func TestPoll(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 9})
+	if err := cat.UpsertAll(catalogtest.Generate(30, 9)); err != nil {
+		t.Fatal(err)
+	}
+	backend, cc, cl := peers(t, cat)
+	p := poller.New(cc, cl, poller.Options{BatchSize: 7})
 	ctx := context.Background()
 
 	n, err := p.Poll(ctx)
 	if err != nil || n != 30 {
 		t.Fatalf("first poll: %d, %v", n, err)
 	}
-	for _, snap := range backend.Snapshots() {
-		if !snap {
-			t.Fatal("a batch of the first poll lacks full_snapshot")
-		}
+	if got := backend.Snapshots(); len(got) != 5 || !got[4] || slices.Contains(got[:4], true) { // 30 changes in batches of 7
+		t.Fatalf("first poll's batches carry full_snapshot %v; want 5 batches, the last one flagged", got)
 	}
-	if got := len(backend.Batches()); got != 5 { // 30 changes in batches of 7
-		t.Fatalf("%d batches, want 5", got)
+	if got := cat.Requests()["by-refs"]; got != 1 {
+		t.Errorf("first poll read bodies in %d by-refs requests, want 1", got)
 	}
 
 	// One changed, one deleted, one added.
@@ -107,9 +115,13 @@ func TestPoll(t *testing.T) {
 		t.Errorf("Poll returned %d, published %d", n, len(kinds))
 	}
 
-	// Nothing changed: nothing published.
+	// Nothing changed: nothing published, no body read, one cheap listing.
+	cat.ResetRequests()
 	if n, err = p.Poll(ctx); err != nil || n != 0 {
 		t.Fatalf("idle poll: %d, %v", n, err)
+	}
+	if got := cat.Requests(); got["by-refs"] != 0 || got["by-query"] != 1 {
+		t.Errorf("idle poll requests: %v", got)
 	}
 
 	// The sidecar refuses: the view is kept, and the change is sent again.
@@ -123,5 +135,78 @@ func TestPoll(t *testing.T) {
 	}
 	if n, err = p.Poll(ctx); err != nil || n == 0 {
 		t.Fatalf("retry poll: %d, %v", n, err)
+	}
+}
+
+// TestEmptyCatalogAsksForResync: with nothing to publish, the first poll
+// asks the sidecar for the reconciliation a snapshot batch would carry.
+func TestEmptyCatalogAsksForResync(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123"})
+	backend, cc, cl := peers(t, cat)
+	p := poller.New(cc, cl, poller.Options{})
+	for range 2 {
+		if n, err := p.Poll(context.Background()); err != nil || n != 0 {
+			t.Fatalf("poll of an empty catalog: %d, %v", n, err)
+		}
+	}
+	if got := backend.Resyncs(); got != 1 {
+		t.Errorf("%d resyncs requested, want 1 (the first poll only)", got)
+	}
+	// a catalog that cannot be listed fails the poll
+	cat.FailAfter(0, 500)
+	if _, err := p.Poll(context.Background()); err == nil {
+		t.Errorf("a failing listing passed")
+	}
+}
+
+func TestPacing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		busy           float64
+		interval, took time.Duration
+		want           time.Duration
+	}{
+		{0, time.Second, 10 * time.Millisecond, 990 * time.Millisecond},     // fast poll: the interval
+		{0, time.Second, 200 * time.Millisecond, 9800 * time.Millisecond},   // slow poll: 2 % busy
+		{0.1, time.Second, 500 * time.Millisecond, 4500 * time.Millisecond}, // 10 % busy
+		{1, time.Second, 3 * time.Second, 0},                                // pacing off, poll longer than the interval
+	} {
+		p := poller.New(nil, nil, poller.Options{MaxBusy: tc.busy})
+		if got := poller.Wait(p, tc.interval, tc.took); got != tc.want {
+			t.Errorf("MaxBusy %v, interval %v, poll took %v: wait %v, want %v", tc.busy, tc.interval, tc.took, got, tc.want)
+		}
+	}
+}
+
+// TestBaseline: the first poll records the catalog and asks for a resync
+// instead of publishing it; later polls publish changes as usual.
+func TestBaseline(t *testing.T) {
+	t.Parallel()
+	cat := catalogtest.New(catalogtest.Options{Token: "catalog-token-123", Seed: 3})
+	if err := cat.AddGenerated(40, 3); err != nil {
+		t.Fatal(err)
+	}
+	backend, cc, cl := peers(t, cat)
+	p := poller.New(cc, cl, poller.Options{Baseline: true})
+	if n, err := p.Poll(context.Background()); err != nil || n != 0 || backend.Resyncs() != 1 || len(backend.Batches()) != 0 || cat.Requests()["by-refs"] != 0 {
+		t.Fatalf("baseline poll: %d changes, %v; %d resyncs, %d batches, %d by-refs", n, err, backend.Resyncs(), len(backend.Batches()), cat.Requests()["by-refs"])
+	}
+	refs := cat.Refs()
+	if err := cat.Delete(refs[3]); err != nil {
+		t.Fatal(err)
+	}
+	n, err := p.Poll(context.Background())
+	if err != nil || n == 0 || backend.Resyncs() != 1 {
+		t.Fatalf("poll after a delete: %d, %v, %d resyncs", n, err, backend.Resyncs())
+	}
+	found := false
+	for _, b := range backend.Batches() {
+		for _, c := range b {
+			found = found || (c.GetDeleted() != nil && c.GetEntityRef() == refs[3])
+		}
+	}
+	if !found {
+		t.Errorf("the deletion of %s was not published", refs[3])
 	}
 }

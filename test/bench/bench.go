@@ -4,20 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/portbridge/portbridge/sidecar/catalog/catalogtest"
-	"github.com/portbridge/portbridge/sidecar/port/porttest"
 )
 
 // Config sets the sizes of one bench run.
 type Config struct {
 	N        int           // catalog entities for the resync rows
+	Scale    []int         // scale mode: the catalog sizes to run the resyncs at (instead of the DESIGN table)
+	Out      string        // scale mode: where the plots and the table go ("" writes none)
 	MapN     int           // entities for the mapping row (0: N, capped at 50,000)
 	Rate     float64       // changes per second in the latency row
 	Duration time.Duration // how long the latency row publishes
@@ -62,6 +59,9 @@ type Row struct {
 type Report struct {
 	Config Config
 	Rows   []Row
+	// Scale mode: the sizes and the table with a column per size.
+	ScaleSizes []int
+	Scale      []ScaleRow
 	// Notes explain how the rows were measured, one paragraph each.
 	Notes  []string
 	Errors []error
@@ -90,15 +90,24 @@ func (r *Report) note(format string, args ...any) {
 
 // Print writes the table, the notes and the errors.
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "\nportbridge bench (DESIGN §8): N=%d, mapping on %d entities, %g changes/s for %s\n\n",
-		r.Config.N, r.Config.mapN(), r.Config.Rate, r.Config.Duration)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "what\tmeasured\ttarget\tresult")
-	fmt.Fprintln(tw, "----\t--------\t------\t------")
-	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.What, row.Measured, row.Target, row.Result)
+	if len(r.Config.Scale) > 0 {
+		fmt.Fprintf(w, "\nportbridge bench -scale: the bridge alone (its own process) against the emulators (their own processes) at N = %s\n\n", sizesString(r.Config.Scale))
+	} else {
+		fmt.Fprintf(w, "\nportbridge bench (DESIGN §8): N=%d, mapping on %d entities, %g changes/s for %s\n\n",
+			r.Config.N, r.Config.mapN(), r.Config.Rate, r.Config.Duration)
 	}
-	_ = tw.Flush()
+	if len(r.Scale) > 0 {
+		r.printScale(w)
+	}
+	if len(r.Rows) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "what\tmeasured\ttarget\tresult")
+		fmt.Fprintln(tw, "----\t--------\t------\t------")
+		for _, row := range r.Rows {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row.What, row.Measured, row.Target, row.Result)
+		}
+		_ = tw.Flush()
+	}
 	if len(r.Notes) > 0 {
 		fmt.Fprintln(w, "\nHow each row was measured:")
 		for _, n := range r.Notes {
@@ -113,19 +122,60 @@ func (r *Report) Print(w io.Writer) {
 	}
 }
 
-// rig is the shared setup: both emulators on loopback, the binary and a
-// temporary directory.
+// rig is the shared setup of one catalog size: both emulators as their
+// own processes on loopback, the binary and a temporary directory.
 type rig struct {
 	cfg      Config
 	progress io.Writer
 	dir      string
 	bin      string
+	n        int // entities in the catalog
 
-	catalog    *catalogtest.Emulator
-	catalogURL string
-	port       *porttest.Emulator
-	portURL    string
-	recorder   *bulkRecorder
+	cat      *catalogPeer
+	port     *portPeer
+	recorder *bulkRecorder // the latency row's recorder in front of the Port emulator
+	allRefs  []string      // the catalog's refs, sorted (read once)
+}
+
+// refs returns the catalog's refs, sorted; they do not change during a run.
+func (g *rig) refs(ctx context.Context) ([]string, error) {
+	if g.allRefs == nil {
+		refs, err := g.cat.refs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(refs) != g.n {
+			return nil, fmt.Errorf("the catalog emulator lists %d entities, want %d", len(refs), g.n)
+		}
+		g.allRefs = refs
+	}
+	return g.allRefs, nil
+}
+
+// start starts both emulators for n entities with a fresh state file path
+// in a directory of its own.
+func (g *rig) start(ctx context.Context, n int) error {
+	g.n = n
+	g.allRefs = nil
+	var err error
+	if g.cat, err = g.startCatalog(ctx, n); err != nil {
+		return fmt.Errorf("start the catalog emulator: %w", err)
+	}
+	if g.port, err = g.startPort(ctx); err != nil {
+		g.cat.stop()
+		return fmt.Errorf("start the Port emulator: %w", err)
+	}
+	return nil
+}
+
+// stop stops both emulators.
+func (g *rig) stop() {
+	if g.cat != nil {
+		g.cat.stop()
+	}
+	if g.port != nil {
+		g.port.stop()
+	}
 }
 
 const catalogToken = "bench-catalog-token"
@@ -148,32 +198,23 @@ func Measure(ctx context.Context, cfg Config, progress io.Writer) *Report {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-
-	quiet := slog.New(slog.DiscardHandler)
-	g.catalog = catalogtest.New(catalogtest.Options{Token: catalogToken, Logger: quiet, Seed: 1})
-	start := time.Now()
-	if err := g.catalog.UpsertAll(catalogtest.Generate(cfg.N, 1)); err != nil {
-		rep.fail("setup", fmt.Errorf("load %d generated entities into the catalog emulator: %w", cfg.N, err))
-		return rep
-	}
-	g.logf("catalog emulator holds %d entities (loaded in %s)", g.catalog.Len(), time.Since(start).Round(time.Millisecond))
-	csrv := httptest.NewServer(g.catalog)
-	defer csrv.Close()
-	g.catalogURL = csrv.URL
-	g.port = porttest.New(porttest.Options{Logger: quiet})
-	g.recorder = &bulkRecorder{next: g.port}
-	psrv := httptest.NewServer(g.recorder)
-	defer psrv.Close()
-	g.portURL = psrv.URL
-
-	measureMapping(ctx, g, rep)
-
 	if cfg.Binary != "" {
 		g.bin = cfg.Binary
 	} else if g.bin, err = buildBinary(ctx, dir); err != nil {
 		rep.fail("build portbridge", err)
 		return rep
 	}
+	if len(cfg.Scale) > 0 {
+		measureScale(ctx, g, rep)
+		return rep
+	}
+	if err := g.start(ctx, cfg.N); err != nil {
+		rep.fail("setup", err)
+		return rep
+	}
+	defer g.stop()
+
+	measureMapping(ctx, g, rep)
 	if measureResync(ctx, g, rep) {
 		measureLatency(ctx, g, rep)
 	} else {
@@ -220,3 +261,5 @@ func secs(d time.Duration) string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }

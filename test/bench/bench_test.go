@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +33,7 @@ func TestMeasureTiny(t *testing.T) {
 		t.Errorf("measurement not taken: %v\nprogress:\n%s", err, progress.String())
 	}
 	want := []string{"mapping: portbridge ÷ jq", "resync unchanged: catalog requests", "resync unchanged: Port write requests",
-		"peak RSS, unchanged resync of N", "state file per entity", "bulk upserts", "notification → Port p99"}
+		"bridge heap (peak RssAnon), unchanged resync", "resync unchanged: bridge CPU per entity", "state file per entity", "bulk upserts", "notification → Port p99"}
 	if jqErr != nil {
 		want = want[1:]
 	}
@@ -43,6 +47,82 @@ func TestMeasureTiny(t *testing.T) {
 	for _, w := range []string{"what", "measured", "target", "result", "How each row was measured"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("printed table lacks %q:\n%s", w, out.String())
+		}
+	}
+}
+
+// TestMeasureScaleTiny runs the scale mode at two tiny sizes and checks the
+// table, the plots and the Markdown file were written.
+func TestMeasureScaleTiny(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the sidecar and runs it and the emulators as child processes")
+	}
+	cfg := DefaultConfig()
+	cfg.Scale, cfg.Out = []int{200, 600}, t.TempDir()
+	var progress bytes.Buffer
+	rep := Measure(context.Background(), cfg, &progress)
+	for _, err := range rep.Errors {
+		t.Errorf("measurement not taken: %v\nprogress:\n%s", err, progress.String())
+	}
+	for _, w := range []string{"unchanged resync: wall time", "unchanged resync: bridge CPU per entity", "unchanged resync: catalog requests",
+		"unchanged resync: bridge heap (peak RssAnon)", "initial push: bridge mapped files (peak RssFile)", "state file per entity",
+		"catalog emulator work per request (records touched, unchanged resync)", "catalog emulator CPU per request (unchanged resync)"} {
+		found := false
+		for _, r := range rep.Scale {
+			if r.What == w && len(r.Values) == 2 && r.Values[0] != "" && r.Values[1] != "" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no scale row %q with two values: %+v", w, rep.Scale)
+		}
+	}
+	for _, f := range []string{"scale-time.svg", "scale-memory.svg", "scale.md"} {
+		b, err := os.ReadFile(filepath.Join(cfg.Out, f))
+		if err != nil || len(b) < 100 {
+			t.Errorf("%s: %v (%d bytes)", f, err, len(b))
+		}
+		if strings.HasSuffix(f, ".svg") {
+			if err := xml.Unmarshal(b, new(struct{ XMLName xml.Name })); err != nil {
+				t.Errorf("%s is not well-formed XML: %v", f, err)
+			}
+		}
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	for _, w := range []string{"N=200", "N=600", "growth", "unchanged resync: wall time"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("printed scale table lacks %q:\n%s", w, out.String())
+		}
+	}
+}
+
+func TestChartSVG(t *testing.T) {
+	t.Parallel()
+	c := chart{Title: "t <&>", XLabel: "x", YLabel: "y", X: []float64{1e5, 1e6}, XTick: func(x float64) string { return count(int(x)) },
+		Series: []series{{Name: "a", Values: []float64{1, 10}, Color: "#000"}, {Name: "b", Values: []float64{2, 3}, Dashed: true, Color: "#f00"}}}
+	b := c.SVG()
+	if err := xml.Unmarshal(b, new(struct{ XMLName xml.Name })); err != nil {
+		t.Fatalf("not well-formed: %v\n%s", err, b)
+	}
+	for _, w := range []string{"1,000,000", "t &lt;&amp;&gt;", "stroke-dasharray", "<polyline"} {
+		if !strings.Contains(string(b), w) {
+			t.Errorf("SVG lacks %q", w)
+		}
+	}
+	// encoding/xml accepts an attribute given twice; SVG viewers do not
+	for _, line := range strings.Split(string(b), "\n") {
+		seen := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\s([a-z-]+)="`).FindAllStringSubmatch(line, -1) {
+			if seen[m[1]] {
+				t.Errorf("attribute %s twice in %s", m[1], line)
+			}
+			seen[m[1]] = true
+		}
+	}
+	for _, tc := range []struct{ in, want float64 }{{0, 1}, {0.7, 1}, {3, 5}, {11, 20}, {150, 200}, {480, 500}} {
+		if got := niceMax(tc.in); got != tc.want {
+			t.Errorf("niceMax(%v) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }
@@ -74,6 +154,13 @@ func TestFlags(t *testing.T) {
 		{"zero duration", []string{"-duration", "0s"}, true, nil},
 		{"unknown flag", []string{"-nope"}, true, nil},
 		{"stray argument", []string{"extra"}, true, nil},
+		{"scale", []string{"-scale", "100000,1_000_000"}, false, func(c Config) bool {
+			return len(c.Scale) == 2 && c.Scale[1] == 1_000_000 && c.Out == "docs/bench"
+		}},
+		{"scale out", []string{"-scale", "300,900", "-out", ""}, false, func(c Config) bool { return c.Out == "" }},
+		{"scale one size", []string{"-scale", "100000"}, true, nil},
+		{"scale unsorted", []string{"-scale", "1000000,100000"}, true, nil},
+		{"scale not a number", []string{"-scale", "100k,1M"}, true, nil},
 		{"not a number", []string{"-n", "many"}, true, nil},
 	}
 	for _, tt := range tests {

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
@@ -30,6 +30,7 @@ func buildBinary(ctx context.Context, dir string) (string, error) {
 type childConfig struct {
 	listen        string
 	resyncOnStart bool
+	portURL       string // the Port emulator, or the latency row's recorder in front of it
 }
 
 const serverToken = "bench-server-token"
@@ -40,6 +41,9 @@ func (g *rig) writeConfig(name string, c childConfig) (string, error) {
 	listen := c.listen
 	if listen == "" {
 		listen = "127.0.0.1:0"
+	}
+	if c.portURL == "" {
+		c.portURL = g.port.url
 	}
 	cfg := fmt.Sprintf(`server:
   listen: %q
@@ -63,7 +67,7 @@ sync:
 log:
   level: info
   format: text
-`, listen, serverToken, g.statePath(), g.catalogURL, catalogToken, g.portURL, porttest.DefaultClientID, porttest.DefaultClientSecret, c.resyncOnStart)
+`, listen, serverToken, g.statePath(), g.cat.url, catalogToken, c.portURL, porttest.DefaultClientID, porttest.DefaultClientSecret, c.resyncOnStart)
 	path := filepath.Join(g.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return "", fmt.Errorf("write the sidecar config %s: %w", path, err)
@@ -76,12 +80,13 @@ func (g *rig) statePath() string { return filepath.Join(g.dir, "state.db") }
 // childRun is one finished `portbridge sync --once`.
 type childRun struct {
 	Elapsed time.Duration
-	MaxRSS  int64  // bytes: the last VmHWM read while it ran
-	Stdout  string // the summary line
+	CPU     time.Duration // user + system time of the child (wait4)
+	Mem     procMem       // peaks while it ran
+	Stdout  string        // the summary line
 }
 
 // syncOnce runs `portbridge sync --once` with the config file and returns
-// its wall time and peak RSS.
+// its wall time, CPU time and memory peaks.
 func (g *rig) syncOnce(ctx context.Context, name, config string) (childRun, error) {
 	logPath := filepath.Join(g.dir, name+".log")
 	logf, err := os.Create(logPath)
@@ -97,11 +102,14 @@ func (g *rig) syncOnce(ctx context.Context, name, config string) (childRun, erro
 	if err := cmd.Start(); err != nil {
 		return childRun{}, fmt.Errorf("start portbridge sync --once (%s): %w", name, err)
 	}
-	watch := watchRSS(cmd.Process.Pid)
+	watch := watchMem(cmd.Process.Pid)
 	err = cmd.Wait()
-	run := childRun{Elapsed: time.Since(start), Stdout: strings.TrimSpace(stdout.String()), MaxRSS: watch.stop()}
-	if err == nil && run.MaxRSS == 0 {
-		err = fmt.Errorf("could not read VmHWM from /proc/%d/status while it ran", cmd.Process.Pid)
+	run := childRun{Elapsed: time.Since(start), Stdout: strings.TrimSpace(stdout.String()), Mem: watch.stop()}
+	if cmd.ProcessState != nil {
+		run.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if err == nil && run.Mem.HWM == 0 {
+		err = fmt.Errorf("could not read /proc/%d/status while it ran", cmd.Process.Pid)
 	}
 	if err != nil {
 		return run, fmt.Errorf("portbridge sync --once (%s): %w\nstdout: %s\nlog tail:\n%s", name, err, run.Stdout, fileTail(logPath, 3000))
@@ -109,28 +117,40 @@ func (g *rig) syncOnce(ctx context.Context, name, config string) (childRun, erro
 	return run, nil
 }
 
-// rssPoll is how often watchRSS reads the child's high-water mark.
-const rssPoll = 20 * time.Millisecond
+// memPoll is how often watchMem reads the child's memory.
+const memPoll = 20 * time.Millisecond
 
-// rssWatch polls a child's VmHWM (the peak resident set of its address
-// space) until stopped. wait4's ru_maxrss is no use here: Go starts
-// children with vfork semantics, so on exec Linux folds the parent's
-// (this process's, emulators included) high-water mark into the child's.
-type rssWatch struct {
-	peak atomic.Int64
+// procMem is a process's memory from /proc/<pid>/status, in bytes: VmHWM
+// (the high-water mark of the whole resident set), RssAnon (heap, stacks:
+// what the process allocated) and RssFile (mapped file pages, such as the
+// bbolt state file: the kernel can drop them under memory pressure).
+type procMem struct {
+	HWM, Anon, File int64
+}
+
+// memWatch polls a child's /proc/<pid>/status until stopped and keeps the
+// peak of each figure. VmHWM is the kernel's own high-water mark; RssAnon
+// and RssFile have none, so theirs are the highest values read. wait4's
+// ru_maxrss is no use here: Go starts children with vfork semantics, so on
+// exec Linux folds the parent's high-water mark into the child's.
+type memWatch struct {
+	mu   sync.Mutex
+	peak procMem
 	quit chan struct{}
 	done chan struct{}
 }
 
-func watchRSS(pid int) *rssWatch {
-	w := &rssWatch{quit: make(chan struct{}), done: make(chan struct{})}
+func watchMem(pid int) *memWatch {
+	w := &memWatch{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		t := time.NewTicker(rssPoll)
+		t := time.NewTicker(memPoll)
 		defer t.Stop()
 		for {
-			if v, err := readVmHWM(pid); err == nil && v > w.peak.Load() {
-				w.peak.Store(v)
+			if m, err := readProcMem(pid); err == nil {
+				w.mu.Lock()
+				w.peak = procMem{HWM: max(w.peak.HWM, m.HWM), Anon: max(w.peak.Anon, m.Anon), File: max(w.peak.File, m.File)}
+				w.mu.Unlock()
 			}
 			select {
 			case <-w.quit:
@@ -142,38 +162,57 @@ func watchRSS(pid int) *rssWatch {
 	return w
 }
 
-// stop ends the polling and returns the highest VmHWM read, in bytes.
-func (w *rssWatch) stop() int64 {
+// stop ends the polling and returns the peaks.
+func (w *memWatch) stop() procMem {
 	close(w.quit)
 	<-w.done
-	return w.peak.Load()
+	return w.current()
 }
 
-// current returns the highest VmHWM read so far.
-func (w *rssWatch) current() int64 { return w.peak.Load() }
+// current returns the peaks so far.
+func (w *memWatch) current() procMem {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak
+}
 
-// readVmHWM reads the VmHWM line of /proc/<pid>/status, in bytes.
-func readVmHWM(pid int) (int64, error) {
+// readProcMem reads VmHWM, RssAnon and RssFile from /proc/<pid>/status.
+func readProcMem(pid int) (procMem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return procMem{}, err
 	}
+	var m procMem
+	found := 0
 	for line := range strings.Lines(string(b)) {
-		rest, ok := strings.CutPrefix(line, "VmHWM:")
-		if !ok {
+		key, rest, ok := strings.Cut(line, ":")
+		var dst *int64
+		switch key {
+		case "VmHWM":
+			dst = &m.HWM
+		case "RssAnon":
+			dst = &m.Anon
+		case "RssFile":
+			dst = &m.File
+		}
+		if !ok || dst == nil {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmHWM line %q", strings.TrimSpace(line))
+			return procMem{}, fmt.Errorf("unexpected line %q in /proc/%d/status", strings.TrimSpace(line), pid)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("unexpected VmHWM line %q: %w", strings.TrimSpace(line), err)
+			return procMem{}, fmt.Errorf("unexpected line %q in /proc/%d/status: %w", strings.TrimSpace(line), pid, err)
 		}
-		return kb * 1024, nil
+		*dst = kb * 1024
+		found++
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	if found != 3 {
+		return procMem{}, fmt.Errorf("VmHWM, RssAnon or RssFile missing from /proc/%d/status", pid)
+	}
+	return m, nil
 }
 
 func (g *rig) logSink(f *os.File) io.Writer {

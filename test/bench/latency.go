@@ -9,6 +9,9 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,19 +119,32 @@ func (s *statusWriter) WriteHeader(code int) {
 // call to the arrival at the Port emulator of the bulk upsert carrying it.
 func measureLatency(ctx context.Context, g *rig, rep *Report) {
 	const what = "notification → Port latency"
-	total := min(int(g.cfg.Rate*g.cfg.Duration.Seconds()), g.catalog.Len()-1)
+	total := min(int(g.cfg.Rate*g.cfg.Duration.Seconds()), g.n-1)
 	if total < 1 {
 		rep.fail(what, fmt.Errorf("-rate × -duration gives no change to publish"))
 		return
 	}
-	refs := g.catalog.Refs()
-	warmRef := refs[len(refs)-1]
-	changes, err := prepareChanges(g, spread(refs[:len(refs)-1], total))
+	refs, err := g.refs(ctx)
 	if err != nil {
 		rep.fail(what, err)
 		return
 	}
-	sc, err := g.startServe(ctx)
+	warmRef := refs[len(refs)-1]
+	changes, err := prepareChanges(ctx, g, spread(refs[:len(refs)-1], total))
+	if err != nil {
+		rep.fail(what, err)
+		return
+	}
+	// The recorder in front of the Port emulator timestamps bulk requests.
+	target, err := url.Parse(g.port.url)
+	if err != nil {
+		rep.fail(what, err)
+		return
+	}
+	g.recorder = &bulkRecorder{next: httputil.NewSingleHostReverseProxy(target)}
+	recSrv := httptest.NewServer(g.recorder)
+	defer recSrv.Close()
+	sc, err := g.startServe(ctx, recSrv.URL)
 	if err != nil {
 		rep.fail(what, err)
 		return
@@ -206,7 +222,8 @@ func measureLatency(ctx context.Context, g *rig, rep *Report) {
 	p99 := percentile(lat, 0.99)
 	rep.row(fmt.Sprintf("notification → Port p50 (%.0f changes/s)", achieved), ms(percentile(lat, 0.50)), "", Info)
 	rep.check(fmt.Sprintf("notification → Port p99 (%.0f changes/s)", achieved), ms(p99), "≤ 50 ms", p99 <= 50*time.Millisecond && len(lat) == total)
-	rep.row("peak RSS, serve during the latency run", mb(sc.watch.current()), "", Info)
+	m := sc.watch.current()
+	rep.row("serve during the latency run: peak RssAnon / RssFile", mb(m.Anon)+" / "+mb(m.File), "", Info)
 	if lost := total - len(lat); lost > 0 {
 		rep.check("changes that never reached Port (10 s)", count(lost), "0", false)
 	}
@@ -215,9 +232,9 @@ func measureLatency(ctx context.Context, g *rig, rep *Report) {
 		"%d changes, one per PublishChanges call, scheduled every %s (%.0f/s achieved over %s), each a different catalog entity whose "+
 		"description carries a sequence number (entity bodies from the catalog emulator after Upsert, so uid and etag are current; "+
 		"Change built as sidecar/poller does). Latency = arrival time of the first successful Port bulk upsert carrying that description "+
-		"(the Port emulator's handler is wrapped to timestamp each bulk request on arrival) minus the time just before PublishChanges. "+
+		"(a reverse proxy in the bench process, in front of the Port emulator process, timestamps each bulk request on arrival) minus the time just before PublishChanges. "+
 		"%d of %d arrived; max %s. PublishChanges acknowledgement (durable enqueue): p50 %s, p99 %s. The Backstage module's poll interval "+
-		"is not included. The emulators run in the bench process and share the 2 cores with the sidecar, so this row is noisy.",
+		"is not included. The emulators and the bench share the machine's cores with the sidecar, so this row is noisy.",
 		total, interval, achieved, secs(publishTime), len(lat), total, ms(lat[len(lat)-1]), ms(percentile(acks, 0.5)), ms(percentile(acks, 0.99)))
 }
 
@@ -229,74 +246,61 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 // prepareChanges gives each ref a marked description in the catalog
 // emulator and builds the upsert Change the Backstage module would send.
-func prepareChanges(g *rig, refs []string) ([]*portbridgev1.Change, error) {
-	edited := make([]catalog.Entity, 0, len(refs))
-	for seq, ref := range refs {
-		e, err := described(g, ref, marker+strconv.Itoa(seq))
-		if err != nil {
+func prepareChanges(ctx context.Context, g *rig, refs []string) ([]*portbridgev1.Change, error) {
+	edited, err := g.cat.get(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	for seq, e := range edited {
+		if err := describe(e, marker+strconv.Itoa(seq)); err != nil {
 			return nil, err
 		}
-		edited = append(edited, e)
 	}
-	if err := g.catalog.Upsert(edited...); err != nil {
-		return nil, fmt.Errorf("upsert %d changed entities into the catalog emulator: %w", len(edited), err)
+	if err := g.cat.upsert(ctx, edited); err != nil {
+		return nil, err
+	}
+	return upsertChanges(ctx, g, refs)
+}
+
+// upsertChanges builds the Changes for the catalog's current bodies.
+func upsertChanges(ctx context.Context, g *rig, refs []string) ([]*portbridgev1.Change, error) {
+	ents, err := g.cat.get(ctx, refs)
+	if err != nil {
+		return nil, err
 	}
 	changes := make([]*portbridgev1.Change, 0, len(refs))
-	for _, ref := range refs {
-		ch, err := upsertChange(g, ref)
+	for i, e := range ents {
+		md, _ := e["metadata"].(map[string]any)
+		uid, _ := md["uid"].(string)
+		etag, _ := md["etag"].(string)
+		st, err := structpb.NewStruct(e)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("encode %s as a protobuf Struct: %w", refs[i], err)
 		}
-		changes = append(changes, ch)
+		changes = append(changes, &portbridgev1.Change{EntityRef: refs[i], Uid: uid, Etag: etag, ObservedAt: timestamppb.Now(),
+			Change: &portbridgev1.Change_Upserted{Upserted: &portbridgev1.Upserted{Entity: st}}})
 	}
 	return changes, nil
-}
-
-func described(g *rig, ref, description string) (catalog.Entity, error) {
-	e, ok := g.catalog.Get(ref)
-	if !ok {
-		return nil, fmt.Errorf("catalog emulator lost %s", ref)
-	}
-	md, ok := e["metadata"].(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%s has no metadata object", ref)
-	}
-	md["description"] = description
-	return e, nil
-}
-
-// upsertChange builds the Change for the catalog's current body of ref.
-func upsertChange(g *rig, ref string) (*portbridgev1.Change, error) {
-	e, ok := g.catalog.Get(ref)
-	if !ok {
-		return nil, fmt.Errorf("catalog emulator lost %s", ref)
-	}
-	md, _ := e["metadata"].(map[string]any)
-	uid, _ := md["uid"].(string)
-	etag, _ := md["etag"].(string)
-	st, err := structpb.NewStruct(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s as a protobuf Struct: %w", ref, err)
-	}
-	return &portbridgev1.Change{EntityRef: ref, Uid: uid, Etag: etag, ObservedAt: timestamppb.Now(),
-		Change: &portbridgev1.Change_Upserted{Upserted: &portbridgev1.Upserted{Entity: st}}}, nil
 }
 
 // warmUp publishes one change and waits until the Port emulator holds it.
 func warmUp(ctx context.Context, g *rig, cl *client.Client, ref string) error {
 	const description = "portbridge bench warm-up"
-	e, err := described(g, ref, description)
+	ents, err := g.cat.get(ctx, []string{ref})
 	if err != nil {
 		return err
 	}
-	if err := g.catalog.Upsert(e); err != nil {
-		return fmt.Errorf("upsert the warm-up entity %s: %w", ref, err)
+	if err := describe(ents[0], description); err != nil {
+		return err
 	}
-	ch, err := upsertChange(g, ref)
+	if err := g.cat.upsert(ctx, ents); err != nil {
+		return err
+	}
+	chs, err := upsertChanges(ctx, g, []string{ref})
 	if err != nil {
 		return err
 	}
-	if _, err := cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: []*portbridgev1.Change{ch}, Source: "portbridge-bench"}); err != nil {
+	if _, err := cl.PublishChanges(ctx, &portbridgev1.PublishChangesRequest{Changes: chs, Source: "portbridge-bench"}); err != nil {
 		return fmt.Errorf("publish the warm-up change: %w", err)
 	}
 	r, err := catalog.ParseCanonicalRef(ref)
@@ -306,7 +310,11 @@ func warmUp(ctx context.Context, g *rig, cl *client.Client, ref string) error {
 	bp, id := strings.ToLower(r.Kind), strings.ToLower(ref)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if rec, ok := g.port.Entity(bp, id); ok && rec.Entity.Properties["description"] == description {
+		e, ok, err := g.port.entity(ctx, bp, id)
+		if err != nil {
+			return err
+		}
+		if props, _ := e["properties"].(map[string]any); ok && props["description"] == description {
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -320,15 +328,16 @@ type serveChild struct {
 	url   string
 	log   string
 	logf  *os.File
-	watch *rssWatch
+	watch *memWatch
 }
 
-func (g *rig) startServe(ctx context.Context) (*serveChild, error) {
+// startServe starts `portbridge serve` writing to Port at portURL.
+func (g *rig) startServe(ctx context.Context, portURL string) (*serveChild, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	config, err := g.writeConfig("serve", childConfig{listen: addr})
+	config, err := g.writeConfig("serve", childConfig{listen: addr, portURL: portURL})
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +352,7 @@ func (g *rig) startServe(ctx context.Context) (*serveChild, error) {
 		sc.logf.Close()
 		return nil, fmt.Errorf("start portbridge serve: %w", err)
 	}
-	sc.watch = watchRSS(sc.cmd.Process.Pid)
+	sc.watch = watchMem(sc.cmd.Process.Pid)
 	g.logf("portbridge serve (pid %d) on %s", sc.cmd.Process.Pid, addr)
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -4,7 +4,10 @@
 //
 // Every row uses real components: the mapping engine and the jq CLI, the
 // portbridge binary (built from ./sidecar and run as a child process), and
-// the catalog and Port emulators served on loopback from this process.
+// the catalog and Port emulators, each its own process on loopback
+// (`portbridge catalog-emulator --generate N`, `portbridge port-emulator`),
+// so the bridge's CPU and memory are its own. -scale runs the resyncs at
+// several catalog sizes and prints their growth, with plots.
 // A missed target prints MISS; the exit status is non-zero only when a
 // measurement could not be taken.
 package main
@@ -16,6 +19,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -56,6 +62,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Binary, "bin", "", "use this portbridge binary instead of building ./sidecar")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the temporary directory (configs, state file, child logs)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "copy the children's logs to stderr")
+	scale := fs.String("scale", "", "scale mode: comma-separated catalog sizes (e.g. 100000,1000000) at which to measure the initial push and the unchanged resync; prints a table with a column per size and the growth")
+	fs.StringVar(&cfg.Out, "out", scaleDefaultOutDir, "scale mode: directory for scale-time.svg, scale-memory.svg and scale.md (empty: write none)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -71,6 +79,20 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 		if !set["duration"] {
 			cfg.Duration = 2 * time.Second
+		}
+	}
+	if *scale != "" {
+		for _, f := range strings.Split(*scale, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.ReplaceAll(f, "_", "")))
+			if err != nil || n < 100 {
+				fmt.Fprintf(stderr, "bench: -scale %q: each size must be a number of at least 100\n", *scale)
+				return cfg, fmt.Errorf("bad -scale")
+			}
+			cfg.Scale = append(cfg.Scale, n)
+		}
+		if len(cfg.Scale) < 2 || !slices.IsSorted(cfg.Scale) {
+			fmt.Fprintf(stderr, "bench: -scale %q: give at least two sizes, smallest first\n", *scale)
+			return cfg, fmt.Errorf("bad -scale")
 		}
 	}
 	if cfg.N < 100 || cfg.Rate <= 0 || cfg.Duration <= 0 || cfg.MapN < 0 {

@@ -26,7 +26,7 @@ func measureMapping(ctx context.Context, g *rig, rep *Report) {
 		rep.fail(what, fmt.Errorf("compile the default mapping: %w", err))
 		return
 	}
-	ndjson, n, err := catalogNDJSON(g, g.cfg.mapN())
+	ndjson, n, err := catalogNDJSON(ctx, g, g.cfg.mapN())
 	if err != nil {
 		rep.fail(what, err)
 		return
@@ -55,33 +55,34 @@ func measureMapping(ctx context.Context, g *rig, rep *Report) {
 	rep.row("mapping: jq CLI, same program + NDJSON", fmt.Sprintf("%s entities/s (1 process, %s)", count(int(theirs.PerSecond())), secs(theirs.Elapsed)), "", Info)
 	rep.check("mapping: portbridge ÷ jq", fmt.Sprintf("%.1f×", ratio), "≥ 3× (both cores)", ratio >= 3)
 	jqVersion, _ := exec.CommandContext(ctx, jq, "--version").Output()
-	rep.note("Mapping: %s entities, evenly spread over the catalog emulator's %s (catalogtest.Generate(%d, 1)) and read back with Get "+
+	rep.note("Mapping: %s entities, evenly spread over the catalog emulator's %s (catalogtest.Generate(%d, 1)) and read back through by-refs "+
 		"(so they carry uid, etag and relations as the catalog API serves them), one JSON object per line (%.1f MB). portbridge: mapping.MeasureNDJSON with the "+
 		"default mapping and blueprints on %d goroutines (json decode, every matching resource's compiled gojq program, canonical entity, "+
 		"xxhash), after a 1,000-line warm-up; %d Port entities out. jq: mapping.MeasureJQ runs `%s -c -f <Mapper.JQProgram()>` (%s) over the "+
 		"same bytes on stdin and counts output lines (%d). Both in the same run on this %d-core machine.",
-		count(n), count(g.catalog.Len()), g.cfg.N, float64(len(ndjson))/1e6, ours.Workers, ours.Outputs, jq, bytes.TrimSpace(jqVersion), theirs.Outputs, runtime.NumCPU())
+		count(n), count(g.n), g.n, float64(len(ndjson))/1e6, ours.Workers, ours.Outputs, jq, bytes.TrimSpace(jqVersion), theirs.Outputs, runtime.NumCPU())
 }
 
-// catalogNDJSON returns the first n entities of the catalog emulator (in ref
-// order) as NDJSON, as the catalog API serves them.
-func catalogNDJSON(g *rig, n int) ([]byte, int, error) {
-	refs := g.catalog.Refs()
-	if n > len(refs) {
-		n = len(refs)
+// catalogNDJSON returns n entities of the catalog emulator spread over
+// its sorted refs as NDJSON, as the catalog API serves them.
+func catalogNDJSON(ctx context.Context, g *rig, n int) ([]byte, int, error) {
+	refs, err := g.refs(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	picked := spread(refs, n)
+	ents, err := g.cat.get(ctx, picked)
+	if err != nil {
+		return nil, 0, err
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	for _, ref := range spread(refs, n) {
-		e, ok := g.catalog.Get(ref)
-		if !ok {
-			return nil, 0, fmt.Errorf("catalog emulator lost %s", ref)
-		}
+	for i, e := range ents {
 		if err := enc.Encode(e); err != nil {
-			return nil, 0, fmt.Errorf("encode %s as JSON: %w", ref, err)
+			return nil, 0, fmt.Errorf("encode %s as JSON: %w", picked[i], err)
 		}
 	}
-	return buf.Bytes(), n, nil
+	return buf.Bytes(), len(picked), nil
 }
 
 // spread picks n of refs evenly (all kinds appear in every part of the

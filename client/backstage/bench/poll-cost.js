@@ -23,6 +23,9 @@ const TOKEN = 'bench-catalog-token-1234';
 const SIDECAR_TOKEN = 'bench-sidecar-token-1234';
 const work = path.join(__dirname, 'work');
 const CLK_TCK = 100;
+// Ingesting is slow (about 3 minutes for 10k on 2 cores); allow 15 minutes, or a minute per 2,000 entities.
+const INGEST_TIMEOUT_MS = Math.max(15, N / 2000) * 60_000;
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 70_000);
 
 function entities(n) {
   const out = [];
@@ -136,7 +139,7 @@ async function waitIngested(port) {
     } catch {
       // not up yet
     }
-    if (Date.now() - t0 > 15 * 60_000) throw new Error('catalog did not ingest the entities within 15 minutes');
+    if (Date.now() - t0 > INGEST_TIMEOUT_MS) throw new Error(`catalog did not ingest the entities within ${INGEST_TIMEOUT_MS / 60_000} minutes`);
     await sleep(500);
   }
 }
@@ -159,8 +162,12 @@ async function measureMode(sidecarUrl) {
   });
   const ingestS = await waitIngested(port);
   fs.writeFileSync(path.join(work, 'start-measure'), '');
-  // Wait for a poll that saw the whole catalog, then for a full window of steady polls.
+  // Wait for a poll that saw the whole catalog, then until the catalog has
+  // been quiet for longer than the database lister's margin (1 minute: an
+  // incremental listing re-reads the rows stitched within it), then for a
+  // full window of steady polls.
   while (!polls.some(p => p.stats && p.stats.listed >= N)) await sleep(200);
+  await sleep(SETTLE_MS);
   const settled = polls.length;
   const want = Math.max(10, Math.floor((WINDOW_S * 1000) / INTERVAL_MS));
   while (polls.filter((p, i) => i > settled && p.stats && p.stats.upserts === 0).length < want) await sleep(500);

@@ -49,7 +49,7 @@ export const DEFAULTS = {
   requestTimeoutMs: 30_000,
   maxBackoffMs: 5_000,
   source: 'backstage',
-  listSource: 'api' as ListSource,
+  listSource: 'database' as ListSource,
 };
 
 /**

@@ -7,7 +7,7 @@ import type { AuthService, BackstageCredentials, LoggerService } from '@backstag
 import type { CatalogService } from '@backstage/plugin-catalog-node';
 import type { CatalogLister } from './listers';
 import { PublishResult, SidecarError } from './sidecar';
-import { CatalogView, diffViews, refOf, ViewEntry } from './view';
+import { CatalogView, diffRefs, diffViews, refOf, ViewEntry } from './view';
 
 /** The calls the poller makes to the sidecar. */
 export interface Sidecar {
@@ -43,6 +43,8 @@ export interface PollerDeps {
 export interface PollStats {
   /** Entities in the catalog listing. */
   listed: number;
+  /** Entries compared with the acknowledged view (all, or what the lister says changed). */
+  compared: number;
   /** Upserts and deletes found by the diff. */
   upserts: number;
   deletes: number;
@@ -109,6 +111,8 @@ export class Poller {
   readonly #deps: PollerDeps;
   readonly #view: CatalogView = new Map();
   #snapshotAcked = false;
+  /** The acknowledged view matches the last listing (the last poll sent everything). */
+  #inSync = false;
   #running = false;
   #sidecarOutage?: Outage;
   #catalogOutage?: Outage;
@@ -158,8 +162,13 @@ export class Poller {
     const listMs = performance.now() - started;
     this.#catalogRecovered();
 
-    const diff = diffViews(this.#view, current);
+    // When the acknowledged view matched the previous listing and the lister
+    // knows what it changed since, only that is compared.
+    const changed = this.#inSync ? lister.lastChanged : undefined;
+    const diff = changed ? diffRefs(this.#view, current, changed) : diffViews(this.#view, current);
+    this.#inSync = false;
     const stats: PollStats = {
+      compared: changed ? changed.length : current.size,
       listed: current.size,
       upserts: diff.upserts.length,
       deletes: diff.deletes.length,
@@ -216,6 +225,7 @@ export class Poller {
       });
       this.#snapshotAcked = true;
     }
+    this.#inSync = stats.vanished === 0;
     stats.snapshot = !snapshotBefore && this.#snapshotAcked;
     stats.totalMs = performance.now() - started;
     if (stats.upserts + stats.deletes > 0 || stats.snapshot) {

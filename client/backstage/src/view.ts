@@ -35,6 +35,24 @@ export function refOf(entity: { kind?: unknown; metadata?: { namespace?: unknown
 }
 
 /**
+ * Compares only the given refs of the acknowledged view and the current one
+ * (for a current view known to differ from the acknowledged one in those
+ * refs at most, with nothing deleted): the cost of a poll without changes
+ * does not grow with the catalog.
+ */
+export function diffRefs(known: CatalogView, current: CatalogView, refs: Iterable<string>): ViewDiff {
+  const upserts: string[] = [];
+  for (const ref of new Set(refs)) {
+    const now = current.get(ref);
+    const before = known.get(ref);
+    if (now && (!before || before.etag !== now.etag || before.uid !== now.uid)) {
+      upserts.push(ref);
+    }
+  }
+  return { upserts, deletes: [] };
+}
+
+/**
  * Compares the acknowledged view with the current one. Keyed by ref: an
  * entity that was deleted and re-added under the same ref (new uid) is an
  * upsert, never a delete, so the sidecar never removes an entity that exists.

@@ -24,7 +24,7 @@ describe('readPortBridgeConfig', () => {
       requestTimeoutMs: DEFAULTS.requestTimeoutMs,
       maxBackoffMs: DEFAULTS.maxBackoffMs,
       source: 'backstage',
-      listSource: 'api',
+      listSource: 'database',
     });
   });
 

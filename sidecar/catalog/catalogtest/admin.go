@@ -1,11 +1,15 @@
 package catalogtest
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/portbridge/portbridge/sidecar/catalog"
 )
 
 // adminPrefix is the root of the emulator's own routes (no auth): for
@@ -13,7 +17,17 @@ import (
 //
 //	POST   /_emulator/entities                          body: an entity, a JSON array or multi-document YAML; 204
 //	DELETE /_emulator/entities/{kind}/{namespace}/{name}                                                  204 / 404
+//	GET    /_emulator/stats                             {"entities": N, "requests": {route: count}, "work": W}
+//	DELETE /_emulator/stats                             ResetRequests; 204
 const adminPrefix = "/_emulator"
+
+// Stats is what GET /_emulator/stats answers: the entity count, the
+// catalog API requests per route and the work counter (see Work).
+type Stats struct {
+	Entities int            `json:"entities"`
+	Requests map[string]int `json:"requests"`
+	Work     int64          `json:"work"`
+}
 
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.Path, adminPrefix)
@@ -25,7 +39,7 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			writeAdminError(w, http.StatusBadRequest, fmt.Errorf("read body: %w", err))
 			return
 		}
-		ents, err := DecodeYAML(b)
+		ents, err := decodeEntities(b)
 		if err != nil {
 			writeAdminError(w, http.StatusBadRequest, err)
 			return
@@ -49,9 +63,41 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		default:
 			w.WriteHeader(http.StatusNoContent)
 		}
+	case r.Method == http.MethodGet && rest == "/stats":
+		b, _ := json.Marshal(Stats{Entities: e.Len(), Requests: e.Requests(), Work: e.Work()})
+		writeJSON(w, b)
+	case r.Method == http.MethodDelete && rest == "/stats":
+		e.ResetRequests()
+		w.WriteHeader(http.StatusNoContent)
 	default:
 		writeAdminError(w, http.StatusNotFound, fmt.Errorf("no emulator route %s %s", r.Method, r.URL.Path))
 	}
+}
+
+// decodeEntities decodes a POSTed body: JSON (an entity or an array of
+// them) directly, anything else as multi-document YAML.
+func decodeEntities(b []byte) ([]catalog.Entity, error) {
+	t := bytes.TrimSpace(b)
+	if len(t) > 0 && (t[0] == '[' || t[0] == '{') {
+		var v any
+		if err := json.Unmarshal(t, &v); err == nil {
+			switch x := v.(type) {
+			case map[string]any:
+				return []catalog.Entity{x}, nil
+			case []any:
+				out := make([]catalog.Entity, 0, len(x))
+				for i, item := range x {
+					m, ok := item.(map[string]any)
+					if !ok {
+						return nil, fmt.Errorf("JSON array item %d: not an object", i+1)
+					}
+					out = append(out, m)
+				}
+				return out, nil
+			}
+		}
+	}
+	return DecodeYAML(b)
 }
 
 func writeAdminError(w http.ResponseWriter, status int, err error) {

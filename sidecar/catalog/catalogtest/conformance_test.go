@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -305,6 +306,7 @@ func TestConformance(t *testing.T) {
 					t.Errorf("users by name desc: %v", names)
 				}
 			})
+			t.Run("listing and scan bookkeeping", func(t *testing.T) { testListing(t, tg, c, all) })
 			t.Run("errors", func(t *testing.T) {
 				for _, tc := range []struct {
 					token, msg string
@@ -325,6 +327,7 @@ func TestConformance(t *testing.T) {
 					{"filter=", "InputError"},
 					{"filter==x", "InputError"},
 					{"fields=metadata.tags[0]", "InputError"},
+					{"totalItems=some", "InputError"},
 				} {
 					status, body := rawGet(t, tg.baseURL+"/api/catalog/entities/by-query?"+tc.query)
 					var eb struct {
@@ -459,5 +462,117 @@ func testMutations(t *testing.T, tg target, c *catalog.Client) {
 	})
 	if meta(get(team), "etag") != meta(teamBefore, "etag") {
 		t.Errorf("owner's etag after delete differs from before the add (same stitched output)")
+	}
+}
+
+// testListing checks what the client's cheap listing and scan bookkeeping
+// rely on: a fields projection of the identity (and nothing else),
+// totalItems=exclude, totalItems repeated on every page, the last page
+// without a next cursor, the filter carried by the cursor, by-refs
+// streaming, and an orderField leaving out entities without the field.
+func testListing(t *testing.T, tg target, c *catalog.Client, all []catalog.Entity) {
+	ctx := context.Background()
+	want := map[string]catalog.Version{}
+	withLifecycle := 0
+	for _, e := range all {
+		md := e["metadata"].(map[string]any)
+		r := refOf(t, e)
+		want[r] = catalog.Version{Ref: r, UID: md["uid"].(string), Etag: md["etag"].(string)}
+		if spec, _ := e["spec"].(map[string]any); spec["lifecycle"] != nil {
+			withLifecycle++
+		}
+	}
+	for _, exclude := range []bool{false, true} {
+		s := c.Scan(ctx, catalog.Query{ExcludeTotal: exclude})
+		got := map[string]catalog.Version{}
+		for v, err := range s.Versions() {
+			if err != nil {
+				t.Fatalf("versions (exclude total %v): %v", exclude, err)
+			}
+			got[v.Ref] = v
+		}
+		r := s.Result()
+		wantTotal := exampleTotal
+		if exclude {
+			wantTotal = -1
+		}
+		if len(got) != exampleTotal || r.Seen != exampleTotal || r.TotalItems != wantTotal || r.Pages != (exampleTotal+6)/7 || r.Err() != nil {
+			t.Errorf("versions (exclude total %v): %d distinct, result %+v, err %v", exclude, len(got), r, r.Err())
+		}
+		for ref, v := range want {
+			if got[ref] != v {
+				t.Errorf("version of %s = %+v, the entity says %+v", ref, got[ref], v)
+			}
+		}
+	}
+
+	// raw pages: what exactly comes back
+	page := func(q string) (int, map[string]any) {
+		status, body := rawGet(t, tg.baseURL+"/api/catalog/entities/by-query?"+q)
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		return status, m
+	}
+	next := func(m map[string]any) string {
+		s, _ := m["pageInfo"].(map[string]any)["nextCursor"].(string)
+		return s
+	}
+	_, p := page("limit=5&totalItems=exclude&fields=kind,metadata.name,metadata.namespace,metadata.uid,metadata.etag")
+	if p["totalItems"] != float64(0) || next(p) == "" {
+		t.Errorf("first page with totalItems=exclude: totalItems %v, next cursor %q", p["totalItems"], next(p))
+	}
+	for _, it := range p["items"].([]any) {
+		m := it.(map[string]any)
+		if len(m) != 2 || len(m["metadata"].(map[string]any)) != 4 {
+			t.Errorf("identity projection kept more or less: %v", m)
+		}
+	}
+	_, p2 := page("limit=5&cursor=" + url.QueryEscape(next(p)))
+	if p2["totalItems"] != float64(0) {
+		t.Errorf("later page after totalItems=exclude: totalItems %v", p2["totalItems"])
+	}
+	_, f1 := page("limit=3&filter=kind=group")
+	_, f2 := page("limit=3&filter=kind=user&cursor=" + url.QueryEscape(next(f1)))
+	for _, it := range f2["items"].([]any) {
+		if k := it.(map[string]any)["kind"]; k != "Group" {
+			t.Errorf("a filter next to a cursor was not ignored: kind %v", k)
+		}
+	}
+	if f2["totalItems"] != f1["totalItems"] || f2["pageInfo"].(map[string]any)["prevCursor"] == nil {
+		t.Errorf("second page: totalItems %v (first %v), pageInfo %v", f2["totalItems"], f1["totalItems"], f2["pageInfo"])
+	}
+	_, whole := page(fmt.Sprintf("limit=%d", exampleTotal))
+	if len(whole["items"].([]any)) != exampleTotal || next(whole) != "" {
+		t.Errorf("a page holding everything: %d items, next cursor %q", len(whole["items"].([]any)), next(whole))
+	}
+	_, almost := page(fmt.Sprintf("limit=%d", exampleTotal-1))
+	_, rest := page("cursor=" + url.QueryEscape(next(almost)))
+	if len(rest["items"].([]any)) != 1 || next(rest) != "" {
+		t.Errorf("the last of %d: %d items, next cursor %q", exampleTotal, len(rest["items"].([]any)), next(rest))
+	}
+	_, ordered := page(fmt.Sprintf("limit=%d&orderField=spec.lifecycle,asc", exampleTotal))
+	if ordered["totalItems"] != float64(withLifecycle) || len(ordered["items"].([]any)) != withLifecycle {
+		t.Errorf("ordered by spec.lifecycle: totalItems %v, %d items; %d entities have the field", ordered["totalItems"], len(ordered["items"].([]any)), withLifecycle)
+	}
+
+	// by-refs streamed in chunks of the page size (7): order kept, null for a miss
+	refs := make([]string, 0, len(want)+1)
+	for r := range want {
+		refs = append(refs, r)
+	}
+	slices.Sort(refs)
+	refs = append(refs[:10], append([]string{"component:default/not-there"}, refs[10:]...)...)
+	i := 0
+	for f, err := range c.FetchByRefs(ctx, refs, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Ref != refs[i] || (f.Entity == nil) != (i == 10) || (f.Entity != nil && refOf(t, f.Entity) != refs[i]) {
+			t.Errorf("by-refs item %d: %s, entity %v", i, f.Ref, f.Entity != nil)
+		}
+		i++
+	}
+	if i != len(refs) {
+		t.Errorf("by-refs gave %d of %d", i, len(refs))
 	}
 }

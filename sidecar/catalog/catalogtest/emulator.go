@@ -4,10 +4,13 @@
 // location annotations, relations in both directions), serves by-query,
 // by-refs, by-name and by-uid with Backstage's errors and auth, and offers
 // mutation hooks (Go and HTTP) and a synthetic catalog generator. Entities
-// are stored as encoded JSON, so 100k entities stay cheap.
+// are stored as encoded JSON, or, when generated (AddGenerated), as their
+// index alone, so a million entities stay cheap; by-query pages by key
+// (sort value and uid), so a page costs O(page + log N).
 package catalogtest
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 )
@@ -39,10 +43,21 @@ type Emulator struct {
 	mu     sync.RWMutex
 	rng    *rand.Rand
 	nodes  map[string]*node
+	g      graph
 	byUID  map[string]*record
 	sorted []*record // by uid, except while unsorted
 	// unsorted: records were appended to sorted during a batch
 	unsorted bool
+	// version counts mutations; cached query views of an older version
+	// are rebuilt.
+	version uint64
+
+	vmu   sync.Mutex
+	views map[string]*view // query views by filters and order
+
+	// work counts records a query touched (compared, scanned or
+	// rendered): the cost of a page, independent of machine speed.
+	work atomic.Int64
 
 	fmu      sync.Mutex
 	requests map[string]int
@@ -68,6 +83,7 @@ func New(opts Options) *Emulator {
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		nodes:    map[string]*node{},
 		byUID:    map[string]*record{},
+		views:    map[string]*view{},
 		requests: map[string]int{},
 		failN:    -1,
 	}
@@ -100,6 +116,32 @@ func (e *Emulator) UpsertAll(entities iter.Seq[catalog.Entity]) error {
 	return e.upsertSeq(entities, false, nil)
 }
 
+// AddGenerated adds the n entities of Generate(n, seed) without keeping
+// their JSON: each is rendered from its index when it is read, and only its
+// relations, uid and etag are stored. Reads cost a rendering each; the
+// content, uids and etags are the same as UpsertAll(Generate(n, seed))
+// gives. An entity later replaced by Upsert is stored as usual.
+func (e *Emulator) AddGenerated(n int, seed int64) error {
+	if n < 0 {
+		return fmt.Errorf("add %d generated entities: must not be negative", n)
+	}
+	l := newLayout(n, seed)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dirty := make(map[*node]struct{}, n)
+	defer e.restitch(dirty)
+	for i := range n {
+		if err := e.upsertLocked(l.entity(i), dirty, l, i); err != nil {
+			return fmt.Errorf("add generated entity %d: %w", i, err)
+		}
+	}
+	// appends left spare capacity in every relation list: give it back
+	for nd := range dirty {
+		nd.rels, nd.out = slices.Clone(nd.rels), slices.Clone(nd.out)
+	}
+	return nil
+}
+
 // upsertSeq stores entities; with keepGoing it skips invalid ones and
 // returns all their errors joined. name names entity i in errors.
 func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, name func(i int) string) error {
@@ -110,7 +152,7 @@ func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, 
 	var errs []error
 	i := 0
 	for ent := range entities {
-		if err := e.upsertLocked(deepCopy(ent), dirty); err != nil {
+		if err := e.upsertLocked(deepCopy(ent), dirty, nil, 0); err != nil {
 			where := fmt.Sprintf("entity %d", i)
 			if name != nil {
 				where = name(i)
@@ -125,11 +167,14 @@ func (e *Emulator) upsertSeq(entities iter.Seq[catalog.Entity], keepGoing bool, 
 	return errors.Join(errs...)
 }
 
-func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) error {
+// upsertLocked stores one entity: encoded, or generated entity idx of gen
+// when gen is not nil.
+func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}, gen *layout, idx int) error {
 	ref, edges, err := process(ent)
 	if err != nil {
 		return err
 	}
+	e.version++
 	key := ref.String()
 	n := e.node(key)
 	uid := ""
@@ -138,16 +183,23 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 	} else {
 		uid = e.newUID()
 	}
-	rec, err := encodeRecord(ent, uid)
-	if err != nil {
-		return fmt.Errorf("entity %s: %w", key, err)
+	var rec *record
+	if gen != nil {
+		rec = &record{uid: uid, gen: gen, index: int32(idx)}
+	} else {
+		if rec, err = encodeRecord(ent, uid); err != nil {
+			return fmt.Errorf("entity %s: %w", key, err)
+		}
+		meta := ent["metadata"].(map[string]any)
+		rec.ident = &identity{apiVersion: ent["apiVersion"].(string), kind: ent["kind"].(string),
+			namespace: meta["namespace"].(string), name: meta["name"].(string)}
 	}
 	e.dropEmitted(n, dirty)
 	for _, ed := range edges {
 		src, dst := e.node(ed.source), e.node(ed.target)
-		src.rels = append(src.rels, rel{typ: ed.typ, target: dst, origin: n})
-		if !slices.Contains(n.out, src) {
-			n.out = append(n.out, src)
+		src.rels = append(src.rels, rel{typ: ed.typ, target: dst.id, origin: n.id})
+		if !slices.Contains(n.out, src.id) {
+			n.out = append(n.out, src.id)
 		}
 		dirty[src] = struct{}{}
 	}
@@ -156,9 +208,12 @@ func (e *Emulator) upsertLocked(ent catalog.Entity, dirty map[*node]struct{}) er
 		e.sortRecords()
 	}
 	if old := n.rec; old != nil {
-		// keep the old final body until re-stitched, so an unchanged
-		// entity keeps its etag
-		copy(rec.body[rec.etagOff:], old.etag())
+		// keep the old etag until re-stitched
+		if rec.gen != nil {
+			_, _ = hex.Decode(rec.sum[:], []byte(old.etag()))
+		} else {
+			copy(rec.body[rec.etagOff:], old.etag())
+		}
 		e.byUID[uid] = rec
 		i, _ := slices.BinarySearchFunc(e.sorted, uid, cmpUID)
 		e.sorted[i] = rec
@@ -182,16 +237,18 @@ func cmpUID(r *record, uid string) int { return strings.Compare(r.uid, uid) }
 func (e *Emulator) node(ref string) *node {
 	n := e.nodes[ref]
 	if n == nil {
-		n = &node{ref: ref}
+		n = &node{g: &e.g, id: nodeID(len(e.g.byID)), ref: ref}
 		e.nodes[ref] = n
+		e.g.byID = append(e.g.byID, n)
 	}
 	return n
 }
 
 // dropEmitted removes every relation n's entity emitted.
 func (e *Emulator) dropEmitted(n *node, dirty map[*node]struct{}) {
-	for _, src := range n.out {
-		src.rels = slices.DeleteFunc(src.rels, func(r rel) bool { return r.origin == n })
+	for _, id := range n.out {
+		src := e.g.byID[id]
+		src.rels = slices.DeleteFunc(src.rels, func(r rel) bool { return r.origin == n.id })
 		dirty[src] = struct{}{}
 	}
 	n.out = n.out[:0]
@@ -217,8 +274,9 @@ func (e *Emulator) restitch(dirty map[*node]struct{}) {
 // relation in both directions, so a node no relation starts from is also
 // no relation's target.
 func (e *Emulator) gc(n *node) {
-	if n.rec == nil && len(n.rels) == 0 && len(n.out) == 0 {
+	if n.rec == nil && len(n.rels) == 0 && len(n.out) == 0 && e.g.byID[n.id] == n {
 		delete(e.nodes, n.ref)
+		e.g.byID[n.id] = nil
 	}
 }
 
@@ -230,6 +288,7 @@ func (e *Emulator) Delete(refs ...string) error {
 	defer e.mu.Unlock()
 	dirty := map[*node]struct{}{}
 	defer e.restitch(dirty)
+	e.version++
 	for _, s := range refs {
 		ref, err := catalog.ParseRef(s, "")
 		if err != nil {
@@ -270,7 +329,7 @@ func (e *Emulator) Get(ref string) (catalog.Entity, bool) {
 		return nil, false
 	}
 	var out catalog.Entity
-	if err := json.Unmarshal(n.rec.body, &out); err != nil {
+	if err := json.Unmarshal(n.rec.final(), &out); err != nil {
 		return nil, false
 	}
 	return out, true
@@ -303,12 +362,18 @@ func (e *Emulator) Requests() map[string]int {
 	return maps.Clone(e.requests)
 }
 
-// ResetRequests zeroes the request counters.
+// ResetRequests zeroes the request counters and the work counter.
 func (e *Emulator) ResetRequests() {
 	e.fmu.Lock()
 	defer e.fmu.Unlock()
 	clear(e.requests)
+	e.work.Store(0)
 }
+
+// Work returns how many records catalog API requests touched (compared in
+// a search, scanned, filtered or rendered) since the start or the last
+// ResetRequests: the cost of serving, counted rather than timed.
+func (e *Emulator) Work() int64 { return e.work.Load() }
 
 // FailAfter serves the next n catalog API requests normally and answers
 // every later one with status and Backstage's error body for it. A status of

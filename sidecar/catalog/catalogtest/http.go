@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -162,6 +163,75 @@ func fieldsParam(vals []string) ([][]string, error) {
 	return out, nil
 }
 
+// identityFields are the paths a projection can answer from a record's
+// identity without rendering or decoding the entity, in output order.
+var identityFields = []string{"apiVersion", "kind", "metadata.name", "metadata.namespace", "metadata.uid", "metadata.etag"}
+
+// projection is a parsed `fields` parameter.
+type projection struct {
+	paths [][]string
+	// identity[i]: identityFields[i] is asked for, and nothing else is
+	identity []bool
+	cheap    bool
+}
+
+func newProjection(paths [][]string) projection {
+	p := projection{paths: paths, identity: make([]bool, len(identityFields)), cheap: len(paths) > 0}
+	for _, path := range paths {
+		i := slices.Index(identityFields, strings.Join(path, "."))
+		if i < 0 {
+			p.cheap = false
+			break
+		}
+		p.identity[i] = true
+	}
+	return p
+}
+
+// appendProjected appends the entity of rec, keeping only the projection's
+// paths (lodash get/set); no paths means the whole entity.
+func appendProjected(dst []byte, rec *record, p projection) ([]byte, error) {
+	if len(p.paths) == 0 {
+		return rec.appendFinal(dst), nil
+	}
+	if !p.cheap {
+		b, err := project(rec.final(), p.paths)
+		return append(dst, b...), err
+	}
+	id := rec.identity()
+	vals := [...]string{id.apiVersion, id.kind, id.name, id.namespace, rec.uid, ""}
+	if p.identity[5] {
+		vals[5] = rec.etag()
+	}
+	dst = append(dst, '{')
+	n := 0
+	inMeta := false
+	for i, key := range identityFields {
+		if !p.identity[i] {
+			continue
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		if sub, ok := strings.CutPrefix(key, "metadata."); ok {
+			if !inMeta {
+				dst = append(dst, `"metadata":{`...)
+				inMeta = true
+			}
+			key = sub
+		}
+		dst = append(dst, '"')
+		dst = append(dst, key...)
+		dst = append(dst, `":`...)
+		dst = appendJSONString(dst, vals[i])
+	}
+	if inMeta {
+		dst = append(dst, '}')
+	}
+	return append(dst, '}'), nil
+}
+
 // project keeps only the given paths of an entity (lodash get/set).
 func project(body []byte, fields [][]string) (json.RawMessage, error) {
 	if len(fields) == 0 {
@@ -252,33 +322,18 @@ func decodeCursor(s string) (cursor, error) {
 	return c, nil
 }
 
-// item is a record with what a query computed for it.
-type item struct {
-	rec  *record
-	rows []kv
-	val  *string
-}
-
-// ordering sorts items by value (nulls last), then uid, both in the query's
-// direction.
+// ordering sorts by value, then uid, both in the query's direction.
 type ordering struct {
 	field string
 	desc  bool
 }
 
 func (o ordering) compare(av *string, auid string, bv *string, buid string) int {
-	if o.field != "" {
-		switch {
-		case av == nil && bv != nil:
-			return 1
-		case av != nil && bv == nil:
-			return -1
-		case av != nil && bv != nil && *av != *bv:
-			if o.desc {
-				return strings.Compare(*bv, *av)
-			}
-			return strings.Compare(*av, *bv)
+	if o.field != "" && av != nil && bv != nil && *av != *bv {
+		if o.desc {
+			return strings.Compare(*bv, *av)
 		}
+		return strings.Compare(*av, *bv)
 	}
 	if o.desc {
 		return strings.Compare(buid, auid)
@@ -303,10 +358,101 @@ func parseOrderField(s string) (ordering, error) {
 
 func decodeRows(rec *record) []kv {
 	var ent map[string]any
-	if json.Unmarshal(rec.body, &ent) != nil {
+	if json.Unmarshal(rec.final(), &ent) != nil {
 		return nil
 	}
 	return flatten(ent)
+}
+
+// view is the ordered list of records a query pages through: every record
+// by uid (shared with the emulator, no copy), or the records matching some
+// filters, ordered by a field. Entities without a value for the order
+// field are not in it, as in Backstage (an inner join on the search table).
+type view struct {
+	version uint64
+	recs    []*record
+	vals    []*string // sort values, parallel to recs; nil without an order field
+}
+
+func (v *view) val(i int) *string {
+	if v.vals == nil {
+		return nil
+	}
+	return v.vals[i]
+}
+
+// maxViews bounds the cached query views.
+const maxViews = 8
+
+// viewFor returns the view of a query; the caller holds e.mu for reading.
+// Building a filtered or field-ordered view reads every entity once; it is
+// cached until the next mutation, so the pages after the first cost
+// O(log N + page).
+func (e *Emulator) viewFor(filterStrs []string, filters anyFilter, ord ordering) *view {
+	if len(filters) == 0 && ord.field == "" {
+		return &view{version: e.version, recs: e.sorted}
+	}
+	key := strings.Join(filterStrs, "\x00") + "\x01" + ord.field + "\x01" + strconv.FormatBool(ord.desc)
+	e.vmu.Lock()
+	v := e.views[key]
+	e.vmu.Unlock()
+	if v != nil && v.version == e.version {
+		return v
+	}
+	v = &view{version: e.version}
+	for _, rec := range e.sorted {
+		e.work.Add(1)
+		rows := decodeRows(rec)
+		if !filters.matches(rows) {
+			continue
+		}
+		if ord.field == "" {
+			v.recs = append(v.recs, rec)
+			continue
+		}
+		val := sortValue(rows, ord.field)
+		if val == nil {
+			continue
+		}
+		v.recs = append(v.recs, rec)
+		v.vals = append(v.vals, val)
+	}
+	if ord.field != "" {
+		idx := make([]int, len(v.recs))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortFunc(idx, func(a, b int) int { return ord.compare(v.vals[a], v.recs[a].uid, v.vals[b], v.recs[b].uid) })
+		recs, vals := make([]*record, len(idx)), make([]*string, len(idx))
+		for i, j := range idx {
+			recs[i], vals[i] = v.recs[j], v.vals[j]
+		}
+		v.recs, v.vals = recs, vals
+	}
+	e.vmu.Lock()
+	if len(e.views) >= maxViews {
+		for k, old := range e.views {
+			if old.version != e.version || len(e.views) >= maxViews {
+				delete(e.views, k)
+			}
+		}
+	}
+	e.views[key] = v
+	e.vmu.Unlock()
+	return v
+}
+
+// search returns the first position whose key is after (strictly, or at
+// or after) the key (val, uid), counting each comparison as work.
+func (e *Emulator) search(v *view, ord ordering, val *string, uid string, strictly bool) int {
+	return sort.Search(len(v.recs), func(i int) bool {
+		e.work.Add(1)
+		c := ord.compare(v.val(i), v.recs[i].uid, val, uid)
+		if strictly {
+			return c > 0
+		}
+		return c >= 0
+	})
 }
 
 func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
@@ -320,13 +466,15 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	fields, err := fieldsParam(q["fields"])
+	paths, err := fieldsParam(q["fields"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	fields := newProjection(paths)
 	var cur cursor
 	initial := q.Get("cursor") == ""
+	excludeTotal := false
 	if !initial {
 		if cur, err = decodeCursor(q.Get("cursor")); err != nil {
 			writeError(w, r, 400, "InputError", err.Error())
@@ -336,6 +484,16 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 		cur.Filters = q["filter"]
 		if ofs := q["orderField"]; len(ofs) > 0 {
 			cur.Order = ofs[0] // only the first is honoured, as in Backstage
+		}
+		if vs, ok := q["totalItems"]; ok {
+			switch vs[0] {
+			case "include":
+			case "exclude":
+				excludeTotal = true
+			default:
+				writeError(w, r, 400, "InputError", fmt.Sprintf("Invalid totalItems parameter %q, expected one of: include, exclude", vs[0]))
+				return
+			}
 		}
 	}
 	filters, err := filtersParam(cur.Filters)
@@ -353,119 +511,68 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request) {
 	}
 
 	e.mu.RLock()
-	items := make([]item, len(e.sorted))
-	for i, rec := range e.sorted {
-		items[i].rec = rec
-	}
-	needRows := len(filters) > 0 || ord.field != ""
-	if ord.field != "" {
-		for i := range items {
-			items[i].rows = decodeRows(items[i].rec)
-			items[i].val = sortValue(items[i].rows, ord.field)
-		}
-	}
-	if ord.field != "" || ord.desc {
-		slices.SortFunc(items, func(a, b item) int { return ord.compare(a.val, a.rec.uid, b.val, b.rec.uid) })
-	}
-	match := func(it *item) bool {
-		if len(filters) == 0 {
-			return true
-		}
-		if it.rows == nil && needRows {
-			it.rows = decodeRows(it.rec)
-		}
-		return filters.matches(it.rows)
-	}
+	v := e.viewFor(cur.Filters, filters, ord)
 	total := cur.Total
 	if initial {
-		total = 0
-		for i := range items {
-			if match(&items[i]) {
-				total++
-			}
+		total = len(v.recs)
+		if excludeTotal {
+			total = 0
 		}
 	}
 	// the page: forward from after the key, or backward from before it
-	var page []item
+	forward := initial || !cur.Previous
+	var from, to int
 	more := false
-	if initial || !cur.Previous {
-		start := 0
+	if forward {
 		if !initial {
-			start = sortPos(items, ord, cur.Value, cur.UID, true)
+			from = e.search(v, ord, cur.Value, cur.UID, true)
 		}
-		for i := start; i < len(items); i++ {
-			if !match(&items[i]) {
-				continue
-			}
-			if len(page) == limit {
-				more = true
-				break
-			}
-			page = append(page, items[i])
-		}
+		to = min(from+limit, len(v.recs))
+		more = limit > 0 && to < len(v.recs)
 	} else {
-		end := sortPos(items, ord, cur.Value, cur.UID, false)
-		for i := end - 1; i >= 0; i-- {
-			if !match(&items[i]) {
-				continue
-			}
-			if len(page) == limit {
-				more = true
-				break
-			}
-			page = append(page, items[i])
-		}
-		slices.Reverse(page)
+		to = e.search(v, ord, cur.Value, cur.UID, false)
+		from = max(0, to-limit)
+		more = from > 0
 	}
-	var buf bytes.Buffer
-	buf.WriteString(`{"items":[`)
-	for i, it := range page {
-		if i > 0 {
-			buf.WriteByte(',')
+	per := 2560 // a whole entity
+	if fields.cheap {
+		per = 200
+	}
+	buf := make([]byte, 0, 64+(to-from)*per)
+	buf = append(buf, `{"items":[`...)
+	for i := from; i < to; i++ {
+		if i > from {
+			buf = append(buf, ',')
 		}
-		b, err := project(it.rec.body, fields)
-		if err != nil {
+		e.work.Add(1)
+		if buf, err = appendProjected(buf, v.recs[i], fields); err != nil {
 			e.mu.RUnlock()
 			writeError(w, r, 500, "Error", err.Error())
 			return
 		}
-		buf.Write(b)
 	}
-	e.mu.RUnlock()
-	buf.WriteString(`],"totalItems":`)
-	buf.WriteString(strconv.Itoa(total))
 	pageInfo := map[string]string{}
 	base := cursor{Filters: cur.Filters, Order: cur.Order, Desc: ord.desc, Total: total}
-	forward := initial || !cur.Previous
-	if len(page) > 0 {
-		last, first := page[len(page)-1], page[0]
+	if to > from {
 		if (forward && more) || !forward {
 			c := base
-			c.Value, c.UID = last.val, last.rec.uid
+			c.Value, c.UID = v.val(to-1), v.recs[to-1].uid
 			pageInfo["nextCursor"] = c.encode()
 		}
 		if (!forward && more) || (forward && !initial) {
 			c := base
-			c.Value, c.UID, c.Previous = first.val, first.rec.uid, true
+			c.Value, c.UID, c.Previous = v.val(from), v.recs[from].uid, true
 			pageInfo["prevCursor"] = c.encode()
 		}
 	}
+	e.mu.RUnlock()
+	buf = append(buf, `],"totalItems":`...)
+	buf = strconv.AppendInt(buf, int64(total), 10)
 	pi, _ := json.Marshal(pageInfo)
-	buf.WriteString(`,"pageInfo":`)
-	buf.Write(pi)
-	buf.WriteByte('}')
-	writeJSON(w, buf.Bytes())
-}
-
-// sortPos finds the first index after (after=true) or at-or-after the key.
-func sortPos(items []item, ord ordering, val *string, uid string, after bool) int {
-	i, found := slices.BinarySearchFunc(items, 0, func(it item, _ int) int {
-		return ord.compare(it.val, it.rec.uid, val, uid)
-	})
-	if found && after {
-		return i + 1
-	}
-	return i
+	buf = append(buf, `,"pageInfo":`...)
+	buf = append(buf, pi...)
+	buf = append(buf, '}')
+	writeJSON(w, buf)
 }
 
 func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) {
@@ -475,6 +582,7 @@ func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	proj := newProjection(fields)
 	filters, err := filtersParam(q["filter"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
@@ -486,10 +594,11 @@ func (e *Emulator) serveList(w http.ResponseWriter, r *http.Request) {
 	buf.WriteByte('[')
 	n := 0
 	for _, rec := range e.sorted {
+		e.work.Add(1)
 		if len(filters) > 0 && !filters.matches(decodeRows(rec)) {
 			continue
 		}
-		b, err := project(rec.body, fields)
+		b, err := appendProjected(nil, rec, proj)
 		if err != nil {
 			writeError(w, r, 500, "Error", err.Error())
 			return
@@ -523,6 +632,7 @@ func (e *Emulator) serveByRefs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, 400, "InputError", err.Error())
 		return
 	}
+	proj := newProjection(fields)
 	filters, err := filtersParam(r.URL.Query()["filter"])
 	if err != nil {
 		writeError(w, r, 400, "InputError", err.Error())
@@ -536,12 +646,13 @@ func (e *Emulator) serveByRefs(w http.ResponseWriter, r *http.Request) {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
+		e.work.Add(1)
 		n := e.nodes[strings.ToLower(ref)]
 		if n == nil || n.rec == nil || (len(filters) > 0 && !filters.matches(decodeRows(n.rec))) {
 			buf.WriteString("null")
 			continue
 		}
-		b, err := project(n.rec.body, fields)
+		b, err := appendProjected(nil, n.rec, proj)
 		if err != nil {
 			writeError(w, r, 500, "Error", err.Error())
 			return
@@ -558,7 +669,7 @@ func (e *Emulator) serveByName(w http.ResponseWriter, r *http.Request, kind, ns,
 	n := e.nodes[ref.String()]
 	var body []byte
 	if n != nil && n.rec != nil {
-		body = n.rec.body
+		body = n.rec.final()
 	}
 	e.mu.RUnlock()
 	if body == nil {
@@ -573,7 +684,7 @@ func (e *Emulator) serveByUID(w http.ResponseWriter, r *http.Request, uid string
 	rec := e.byUID[uid]
 	var body []byte
 	if rec != nil {
-		body = rec.body
+		body = rec.final()
 	}
 	e.mu.RUnlock()
 	if body == nil {

@@ -95,35 +95,46 @@ type edge struct {
 // the default namespace, drops server-owned fields and returns its
 // canonical ref and the relations it emits (both directions).
 func process(e catalog.Entity) (catalog.Ref, []edge, error) {
+	ref, err := normalize(e)
+	if err != nil {
+		return ref, nil, err
+	}
+	edges, err := edgesOf(ref, e)
+	return ref, edges, err
+}
+
+// normalize validates an entity, applies the default namespace, sorts the
+// lists Backstage sorts and drops server-owned fields.
+func normalize(e catalog.Entity) (catalog.Ref, error) {
 	apiVersion, _ := e["apiVersion"].(string)
 	kind, _ := e["kind"].(string)
 	meta, _ := e["metadata"].(map[string]any)
 	if meta == nil {
-		return catalog.Ref{}, nil, fmt.Errorf("entity of kind %q has no metadata", kind)
+		return catalog.Ref{}, fmt.Errorf("entity of kind %q has no metadata", kind)
 	}
 	name, _ := meta["name"].(string)
 	if name == "" {
-		return catalog.Ref{}, nil, fmt.Errorf("entity of kind %q has no metadata.name", kind)
+		return catalog.Ref{}, fmt.Errorf("entity of kind %q has no metadata.name", kind)
 	}
 	if apiVersion == "" || kind == "" {
-		return catalog.Ref{}, nil, fmt.Errorf("entity %q: apiVersion and kind are required", name)
+		return catalog.Ref{}, fmt.Errorf("entity %q: apiVersion and kind are required", name)
 	}
 	if !kindRE.MatchString(kind) || len(kind) > 63 {
-		return catalog.Ref{}, nil, fmt.Errorf("entity %q: kind %q is not valid", name, kind)
+		return catalog.Ref{}, fmt.Errorf("entity %q: kind %q is not valid", name, kind)
 	}
 	if !nameRE.MatchString(name) || len(name) > 63 {
-		return catalog.Ref{}, nil, fmt.Errorf("entity %s:%s: metadata.name is not valid", kind, name)
+		return catalog.Ref{}, fmt.Errorf("entity %s:%s: metadata.name is not valid", kind, name)
 	}
 	ns, hasNS := meta["namespace"].(string)
 	if !hasNS || ns == "" {
 		if v, present := meta["namespace"]; present && v != "" {
-			return catalog.Ref{}, nil, fmt.Errorf("entity %s:%s: metadata.namespace must be a string", kind, name)
+			return catalog.Ref{}, fmt.Errorf("entity %s:%s: metadata.namespace must be a string", kind, name)
 		}
 		ns = catalog.DefaultNamespace
 		meta["namespace"] = ns
 	}
 	if !namespaceRE.MatchString(ns) || len(ns) > 63 {
-		return catalog.Ref{}, nil, fmt.Errorf("entity %s:%s/%s: metadata.namespace is not valid", kind, ns, name)
+		return catalog.Ref{}, fmt.Errorf("entity %s:%s/%s: metadata.namespace is not valid", kind, ns, name)
 	}
 	delete(meta, "uid")
 	delete(meta, "etag")
@@ -133,11 +144,11 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 	ref := catalog.Ref{Kind: strings.ToLower(kind), Namespace: strings.ToLower(ns), Name: strings.ToLower(name)}
 	req, known := requiredSpec[ref.Kind]
 	if !known {
-		return ref, nil, fmt.Errorf("entity %s: kind %q is not one of Backstage's built-in kinds", ref, kind)
+		return ref, fmt.Errorf("entity %s: kind %q is not one of Backstage's built-in kinds", ref, kind)
 	}
 	spec, _ := e["spec"].(map[string]any)
 	if spec == nil && len(req) > 0 {
-		return ref, nil, fmt.Errorf("entity %s: spec is required", ref)
+		return ref, fmt.Errorf("entity %s: spec is required", ref)
 	}
 	for field, typ := range req {
 		v, ok := spec[field]
@@ -149,7 +160,7 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 			_, ok = v.([]any)
 		}
 		if !ok {
-			return ref, nil, fmt.Errorf("entity %s: spec.%s is required and must be a %s", ref, field, map[string]string{"s": "non-empty string", "l": "list"}[typ])
+			return ref, fmt.Errorf("entity %s: spec.%s is required and must be a %s", ref, field, map[string]string{"s": "non-empty string", "l": "list"}[typ])
 		}
 	}
 	// BuiltinKindsEntityProcessor.preProcessEntity sorts these lists
@@ -158,6 +169,12 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 			slices.SortFunc(l, func(a, b any) int { return strings.Compare(a.(string), b.(string)) })
 		}
 	}
+	return ref, nil
+}
+
+// edgesOf returns the relations a normalized entity emits (both directions).
+func edgesOf(ref catalog.Ref, e catalog.Entity) ([]edge, error) {
+	spec, _ := e["spec"].(map[string]any)
 	var edges []edge
 	self := ref.String()
 	for _, rule := range relRules {
@@ -172,7 +189,7 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 		if rule.list {
 			l, isList := v.([]any)
 			if !isList {
-				return ref, nil, fmt.Errorf("entity %s: spec.%s must be a list of entity refs", ref, rule.field)
+				return nil, fmt.Errorf("entity %s: spec.%s must be a list of entity refs", ref, rule.field)
 			}
 			targets = l
 		} else {
@@ -181,16 +198,16 @@ func process(e catalog.Entity) (catalog.Ref, []edge, error) {
 		for _, t := range targets {
 			s, isStr := t.(string)
 			if !isStr {
-				return ref, nil, fmt.Errorf("entity %s: spec.%s holds %v, not an entity ref", ref, rule.field, t)
+				return nil, fmt.Errorf("entity %s: spec.%s holds %v, not an entity ref", ref, rule.field, t)
 			}
 			target, err := parseRelTarget(s, rule.defaultKind, ref.Namespace)
 			if err != nil {
-				return ref, nil, fmt.Errorf("entity %s: spec.%s: %w", ref, rule.field, err)
+				return nil, fmt.Errorf("entity %s: spec.%s: %w", ref, rule.field, err)
 			}
 			edges = append(edges, edge{self, target, rule.forward}, edge{target, self, rule.reverse})
 		}
 	}
-	return ref, edges, nil
+	return edges, nil
 }
 
 // parseRelTarget parses a relation target with a default kind and the

@@ -648,10 +648,12 @@ func handleDatasourceEntities(e *Emulator, rc *reqCtx) (int, any) {
 			continue
 		}
 		bs := e.st.blueprints[bp]
-		for _, id := range bs.ids() {
-			if body.From != "" && bp == after.bp && id <= after.id {
-				continue
-			}
+		ids := bs.ids()
+		if body.From != "" && bp == after.bp {
+			// keyset: start after the token's identifier, not from the top
+			ids = ids[sort.Search(len(ids), func(i int) bool { return ids[i] > after.id }):]
+		}
+		for _, id := range ids {
 			r := bs.entities[id]
 			if !before.IsZero() && !r.UpdatedAt.Before(before) {
 				continue
