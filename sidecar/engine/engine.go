@@ -34,6 +34,8 @@ import (
 // Catalog is what the engine reads from Backstage.
 type Catalog interface {
 	Entities(ctx context.Context, q catalog.Query) iter.Seq2[catalog.Entity, error]
+	Versions(ctx context.Context, q catalog.Query) iter.Seq2[catalog.Version, error]
+	FetchByRefs(ctx context.Context, refs []string, fields []string) iter.Seq2[catalog.Fetched, error]
 	EntitiesByRefs(ctx context.Context, refs []string, fields []string) ([]catalog.Entity, error)
 	Ping(ctx context.Context) error
 }
@@ -126,6 +128,10 @@ type Options struct {
 	ResyncOnStart     bool
 	VerifyInterval    time.Duration
 	PageSize          int
+	// CatalogCheckedAt is when the caller last reached the catalog (a
+	// preflight check): the engine then does not check it again for a
+	// while.
+	CatalogCheckedAt time.Time
 	// RetryBase and RetryMax bound the backoff of a failed change.
 	RetryBase, RetryMax time.Duration
 	// PushRetryWindow is how long an entity whose push failed for a
@@ -262,6 +268,9 @@ func New(opts Options) (*Engine, error) {
 	e.settings.Store(&Settings{CreateMissingRelatedEntities: opts.CreateMissingRelatedEntities, MergeEntities: opts.MergeEntities,
 		DeleteDependents: opts.DeleteDependents, DeletionThreshold: opts.DeletionThreshold, ManagedBlueprints: slices.Clone(opts.ManagedBlueprints)})
 	m.queueDepth.Set(float64(opts.Store.QueueDepth()))
+	if !opts.CatalogCheckedAt.IsZero() {
+		e.catalogPeer = peer{known: true, ok: true, lastSuccess: opts.CatalogCheckedAt}
+	}
 	return e, nil
 }
 
@@ -383,18 +392,25 @@ func (e *Engine) notePeer(p *peer, err error) {
 	p.ok, p.lastErr = false, err.Error()
 }
 
-// samplePeers keeps the Backstage reachability in status fresh.
+// samplePeers keeps the Backstage reachability in status fresh: a ping
+// every 30 s, unless a request succeeded more recently.
 func (e *Engine) samplePeers(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
+	const every = 30 * time.Second
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := e.opts.Catalog.Ping(cctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
+		e.mu.Lock()
+		fresh := e.catalogPeer.ok && time.Since(e.catalogPeer.lastSuccess) < every
+		e.mu.Unlock()
+		if !fresh {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := e.opts.Catalog.Ping(cctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			e.notePeer(&e.catalogPeer, err)
 		}
-		e.notePeer(&e.catalogPeer, err)
 		select {
 		case <-ctx.Done():
 			return

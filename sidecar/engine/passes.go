@@ -93,6 +93,13 @@ func (r *Report) Type() string {
 	return "resync"
 }
 
+// setTotal records the catalog's count once a scan knows it.
+func (r *Report) setTotal(n int) {
+	r.mu.Lock()
+	r.Total = n
+	r.mu.Unlock()
+}
+
 func (r *Report) count(kind string, c Counts) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

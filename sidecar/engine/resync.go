@@ -74,34 +74,12 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	var stats catalog.ScanResult
 	receivedBefore := e.received()
 	var scanErr error
-	page := make([]catalog.Entity, 0, e.opts.PageSize)
-	// An entity over the input limits is skipped by the catalog client:
-	// what it owns is kept, and it counts as read for the completeness
-	// proof.
-	onSkip := func(ref string) {
-		sc.keepRef(ref)
-		rep.count(kindOf(ref), Counts{Seen: 1, Skipped: 1})
-	}
-	for ent, err := range e.opts.Catalog.Entities(ctx, catalog.Query{Stats: &stats, OnSkip: onSkip}) {
-		if err != nil {
-			scanErr = err
-			break
-		}
-		if page = append(page, ent); len(page) == cap(page) {
-			rep.mu.Lock()
-			rep.Total = stats.TotalItems
-			rep.mu.Unlock()
-			e.resyncPage(ctx, sc, page)
-			page = page[:0]
-		}
+	if e.twoPhase() {
+		scanErr = e.scanVersions(ctx, sc, &stats)
+	} else {
+		scanErr = e.scanEntities(ctx, sc, &stats)
 	}
 	e.notePeer(&e.catalogPeer, scanErr)
-	if scanErr == nil && len(page) > 0 {
-		e.resyncPage(ctx, sc, page)
-	}
-	rep.mu.Lock()
-	rep.Total = stats.TotalItems
-	rep.mu.Unlock()
 	// What the pages found is in lazy batches: send the partial ones, write
 	// what waits for dependency order, and wait for every ref of the scan.
 	e.reg.Flush(ctx)
@@ -225,11 +203,17 @@ func (e *Engine) resyncPage(ctx context.Context, sc *scan, page []catalog.Entity
 			// resync delete what it produced before.
 			sc.keepRef(m.ref)
 		}
-		keys := make([]plan.Key, len(pr.Desired))
-		for i, d := range pr.Desired {
-			keys[i] = d.Key
+		if had {
+			// Only what was owned before the scan can be taken for gone:
+			// whatever the scan (or the change path meanwhile) writes is
+			// confirmed after it started, which resyncDeletions leaves
+			// alone. A first resync's seen set stays empty.
+			keys := make([]plan.Key, len(pr.Desired))
+			for i, d := range pr.Desired {
+				keys[i] = d.Key
+			}
+			sc.seen.add(m.ref, keys)
 		}
-		sc.seen.add(m.ref, keys)
 		prs = append(prs, pr)
 	}
 	ch, err := e.planRefs(prs, plan.StaleDefer)
@@ -501,11 +485,12 @@ func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanP
 		if _, keep := sc.keep[ref]; keep {
 			return nil
 		}
-		read := sc.seen.has(ref, plan.Key{})
+		unchanged := sc.seen.hasAll(ref)
+		read := unchanged || sc.seen.has(ref, plan.Key{})
 		pr := plan.Ref{Ref: ref, Kind: kindOf(ref), ObservedAt: rec.ObservedAt, Gone: !read}
 		for _, o := range rec.Outputs {
 			k := plan.Key(o.Key)
-			if sc.seen.has(ref, k) || !o.PushedAt.Before(started) {
+			if unchanged || sc.seen.has(ref, k) || !o.PushedAt.Before(started) {
 				continue
 			}
 			pr.Owned = append(pr.Owned, plan.Owned{Key: k, Ref: ref, Hash: o.Hash, PushedAt: o.PushedAt})
@@ -539,7 +524,7 @@ func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanP
 	others := map[plan.Key][]plan.Owned{}
 	for k, os := range all {
 		for _, o := range os {
-			if _, keep := sc.keep[o.Ref]; keep || sc.seen.has(o.Ref, k) {
+			if _, keep := sc.keep[o.Ref]; keep || sc.seen.has(o.Ref, k) || sc.seen.hasAll(o.Ref) || !o.PushedAt.Before(started) {
 				others[k] = append(others[k], o)
 			}
 		}

@@ -42,6 +42,30 @@ func (s *seenSet) add(ref string, keys []plan.Key) {
 	s.sorted = false
 }
 
+// allKey marks a ref whose recorded outputs all count as seen (a
+// two-phase scan found it unchanged): one entry instead of one per output.
+var allKey = plan.Key{Blueprint: "\x00all"}
+
+// addAll records that ref was read and still produces everything its
+// record holds.
+func (s *seenSet) addAll(ref string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hashes = append(s.hashes, pairHash(ref, allKey))
+	s.sorted = false
+}
+
+// hasAll reports whether addAll recorded ref.
+func (s *seenSet) hasAll(ref string) bool { return s.has(ref, allKey) }
+
+// grow makes room for n more entries at once (a scan that knows the
+// catalog's size), so the set is not copied as it grows.
+func (s *seenSet) grow(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hashes = slices.Grow(s.hashes, n)
+}
+
 // freeze sorts the set; has may be called after it.
 func (s *seenSet) freeze() {
 	s.mu.Lock()

@@ -116,7 +116,8 @@ type PassEvent struct {
 	// Interval is sync.resyncInterval.
 	Interval time.Duration
 	// Examples are, on the end of a resync, the first ExamplesPerKind raw
-	// catalog entities of each kind (lower-case) it read, unmasked.
+	// catalog entities of each kind (lower-case) it read in full, unmasked:
+	// a two-phase resync reads only the entities that changed.
 	Examples map[string][]catalog.Entity
 }
 
