@@ -53,10 +53,17 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := preflight(ctx, cfg, peerBackstage, peerPort); err != nil {
 		return fmt.Errorf("cannot start: %w", err)
 	}
+	checked := time.Now()
+	stopProfiles, err := startProfiles(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	// On a terminal a progress bar shows the pass; elsewhere (CI logs) the
 	// engine's progress lines do.
 	bar := isTerminal(stderr)
 	sc, err := build(ctx, cfg, log, buildOptions{ephemeralState: *ephemeral, fallbackToTemp: true, tune: func(o *engine.Options) {
+		o.CatalogCheckedAt = checked
 		if bar {
 			o.ProgressInterval = -1
 		}
