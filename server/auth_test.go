@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -14,36 +12,20 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/portbridge/portbridge/internal/testlog"
 	portbridgev1 "github.com/portbridge/portbridge/proto/portbridge/v1"
 	"github.com/portbridge/portbridge/proto/portbridge/v1/portbridgev1connect"
 	"github.com/portbridge/portbridge/server/servertest"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// testlog.Buffer is a log sink safe for the server's goroutines.
 // An unauthenticated call is refused in every protocol without a warning in
 // the server's log: the challenge header goes in the response headers, where
 // HTTP allows it, and never in gRPC trailers, which may not carry it (Go's
 // HTTP/2 server logged "ignoring invalid trailer" for every such call).
 func TestUnauthenticatedCallsLogNothing(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	cfg := defaultConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	url, _ := startServer(t, cfg, &servertest.Backend{})

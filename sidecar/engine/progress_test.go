@@ -1,43 +1,25 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/portbridge/portbridge/internal/testlog"
 	"github.com/portbridge/portbridge/sidecar/engine"
 	"github.com/portbridge/portbridge/sidecar/port/porttest"
 )
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// testlog.Buffer is a log sink safe for concurrent writers.
 // Passes log their start, progress with the catalog's total, percent, rate
 // and ETA, and an end line with counts per kind.
 func TestProgressLines(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	e := newEnv(t, gen(t, 600, 17), func(o *engine.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		o.ProgressInterval = 20 * time.Millisecond
