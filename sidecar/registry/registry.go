@@ -435,56 +435,84 @@ func (a *applying) deletePhase(ctx context.Context) {
 	}
 	a.mu.Unlock()
 	slices.Sort(refs)
+	a.completeAll(refs, removed)
+}
+
+func (a *applying) complete(ref string) { a.completeAll([]string{ref}, nil) }
+
+// completeAll commits the records of refs in one state write (one
+// transaction, however many refs: a resync page of unchanged entities whose
+// versions are new must not cost a commit each) and reports each ref.
+func (a *applying) completeAll(refs []string, removed map[string][]plan.Key) {
+	w := state.Write{}
 	for _, ref := range refs {
-		a.completeWith(ref, removed[ref])
+		a.recordInto(&w, ref, removed[ref])
+	}
+	var err error
+	if !w.Empty() {
+		err = a.r.store.Commit(w)
+	}
+	for _, ref := range refs {
+		a.report(ref, removed[ref], err)
 	}
 }
 
-func (a *applying) complete(ref string) { a.completeWith(ref, nil) }
-
-// completeWith commits one ref's record and reports it.
-func (a *applying) completeWith(ref string, removed []plan.Key) {
-	a.mu.Lock()
-	s := a.refs[ref]
-	released := 0
-	for _, c := range s.deletes {
-		if c.Action == plan.Release && slices.Contains(removed, c.Key) {
-			released++
-		}
+// put sets m[k] = v, making m when needed.
+func put[V any](m *map[string]V, k string, v V) {
+	if *m == nil {
+		*m = map[string]V{}
 	}
-	w := state.Write{}
+	(*m)[k] = v
+}
+
+// recordInto adds one ref's record changes to w: what Port confirmed, what
+// is gone, and — when nothing failed — its observation, content version,
+// unparking and forgetting.
+func (a *applying) recordInto(w *state.Write, ref string, removed []plan.Key) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.refs[ref]
 	ok := len(s.failures) == 0
 	if outs := append(slices.Clone(s.claims), s.written...); len(outs) > 0 {
-		w.Confirm = map[string][]state.Output{ref: outs}
+		put(&w.Confirm, ref, outs)
 	}
 	if len(removed) > 0 {
 		keys := make([]state.Key, len(removed))
 		for i, k := range removed {
 			keys[i] = state.Key(k)
 		}
-		w.Remove = map[string][]state.Key{ref: keys}
+		put(&w.Remove, ref, keys)
 	}
 	if ok && s.record {
-		w.Observed = map[string]time.Time{ref: s.observed}
+		put(&w.Observed, ref, s.observed)
 	}
 	if ok && s.version != 0 {
-		w.Versions = map[string]uint64{ref: s.version}
+		put(&w.Versions, ref, s.version)
 	}
 	if ok && len(s.written) > 0 {
-		w.Unpark = []string{ref}
+		w.Unpark = append(w.Unpark, ref)
 	}
 	if ok && s.forget {
-		w.Forget = []string{ref}
+		w.Forget = append(w.Forget, ref)
 	}
-	a.mu.Unlock()
-	if err := a.r.store.Commit(w); err != nil {
+}
+
+// report tells OnRef how one ref ended; commitErr is the error of the
+// write that recorded it.
+func (a *applying) report(ref string, removed []plan.Key, commitErr error) {
+	a.mu.Lock()
+	s := a.refs[ref]
+	if commitErr != nil {
 		// Port has it but we could not record it: the next pass writes it
 		// again, which is harmless; the ref is reported failed.
-		a.mu.Lock()
-		s.failures = append(s.failures, Failure{Ref: ref, Kind: s.kind, Err: err, Message: err.Error()})
-		a.mu.Unlock()
+		s.failures = append(s.failures, Failure{Ref: ref, Kind: s.kind, Err: commitErr, Message: commitErr.Error()})
 	}
-	a.mu.Lock()
+	released := 0
+	for _, c := range s.deletes {
+		if c.Action == plan.Release && slices.Contains(removed, c.Key) {
+			released++
+		}
+	}
 	ro := RefOutcome{Ref: ref, Kind: s.kind, Written: len(s.written), Deleted: len(removed) - released, Released: released, Failures: slices.Clone(s.failures)}
 	a.out.Failures = append(a.out.Failures, s.failures...)
 	a.left--

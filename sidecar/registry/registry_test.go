@@ -2,8 +2,10 @@ package registry_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,5 +187,57 @@ func TestLazyWritesWaitForFlush(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("flush did not send")
+	}
+}
+
+// countingStore is the real state store, counting its commits.
+type countingStore struct {
+	*state.Store
+	commits atomic.Int64
+}
+
+func (c *countingStore) Commit(w state.Write) error {
+	c.commits.Add(1)
+	return c.Store.Commit(w)
+}
+
+// Refs whose plan writes nothing to Port (new content versions,
+// observations, releases) are recorded in one commit per Apply, not one
+// each: a resync after a mapping change that left every hash equal, or
+// after an ownership rebuild, records a version for every entity.
+func TestRecordOnlyRefsCommitTogether(t *testing.T) {
+	t.Parallel()
+	_, store, emu := setup(t)
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	pc, err := port.New(port.Config{BaseURL: srv.URL, ClientID: emu.ClientID(), ClientSecret: emu.ClientSecret()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := &countingStore{Store: store}
+	reg, err := registry.New(registry.Options{Store: cs, Provider: pc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	ch := &plan.Changes{Versions: map[string]uint64{}, Observed: map[string]time.Time{}}
+	now := time.Now().Truncate(time.Millisecond)
+	for i := range n {
+		ref := fmt.Sprintf("component:default/c%03d", i)
+		ch.Versions[ref] = uint64(1000 + i)
+		ch.Observed[ref] = now
+	}
+	out, refs := apply(t, reg, ch)
+	if len(refs) != n || len(out.Failures) != 0 {
+		t.Fatalf("%d refs reported, failures %v", len(refs), out.Failures)
+	}
+	if got := cs.commits.Load(); got != 1 {
+		t.Fatalf("%d commits for %d record-only refs, want 1", got, n)
+	}
+	for i := range n {
+		ref := fmt.Sprintf("component:default/c%03d", i)
+		if rec, ok := record(t, store, ref); !ok || rec.Version != uint64(1000+i) || !rec.ObservedAt.Equal(now) {
+			t.Fatalf("%s: %+v (found %v)", ref, rec, ok)
+		}
 	}
 }
