@@ -107,6 +107,7 @@ func (e *Engine) applyChange(ctx context.Context, ref string, newest state.Queue
 			return changeOutcome{}
 		}
 		e.countMapping(ref, res)
+		e.recent.add(entity)
 	}
 	release()
 
@@ -118,6 +119,8 @@ func (e *Engine) applyChange(ctx context.Context, ref string, newest state.Queue
 	pr.Record = true
 	if !gone {
 		pr.Version = e.contentVersion(entity)
+	} else {
+		e.recent.drop(ref)
 	}
 	ch, err := e.planRefs([]plan.Ref{pr}, plan.StaleDelete)
 	if err != nil {

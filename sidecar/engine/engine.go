@@ -178,6 +178,7 @@ type Engine struct {
 	mapper    atomic.Pointer[mapperBox]
 	settings  atomic.Pointer[Settings]
 	subs      subscribers
+	recent    recentExamples
 	ownership ownership
 
 	mu          sync.Mutex

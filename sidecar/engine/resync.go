@@ -44,6 +44,9 @@ type scan struct {
 	deferred *plan.Changes
 	// locked are the refs the scan holds (dependency order).
 	locked []string
+	// examplesSkip are kinds whose examples in Port are current and that
+	// the pass leaves out.
+	examplesSkip []string
 	// examples are the first raw entities per kind (read by the scan's
 	// goroutine only).
 	examples examples
@@ -68,7 +71,7 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	sc.examples = examples{}
 	defer func() {
 		rep.mu.Lock()
-		rep.examples = sc.examples
+		rep.examples = e.passExamples(sc)
 		rep.mu.Unlock()
 	}()
 	var stats catalog.ScanResult
@@ -488,6 +491,9 @@ func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanP
 		unchanged := sc.seen.hasAll(ref)
 		read := unchanged || sc.seen.has(ref, plan.Key{})
 		pr := plan.Ref{Ref: ref, Kind: kindOf(ref), ObservedAt: rec.ObservedAt, Gone: !read}
+		if !read {
+			e.recent.drop(ref)
+		}
 		for _, o := range rec.Outputs {
 			k := plan.Key(o.Key)
 			if unchanged || sc.seen.has(ref, k) || !o.PushedAt.Before(started) {

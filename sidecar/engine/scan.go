@@ -60,13 +60,13 @@ func (e *Engine) scanEntities(ctx context.Context, sc *scan, stats *catalog.Scan
 // neither read in full nor mapped: what it owns counts as seen. The bodies
 // of the others are read by ref, a page at a time, and go through
 // resyncPage as in the one-phase scan. The verify pass still reads and
-// compares everything. Raw examples come from the entities read: kinds
-// with nothing changed keep the examples Port already has (the first,
-// one-phase resync read every kind, and a mapping change reads everything).
+// compares everything. Raw examples come from the entities the engine read
+// in full (see settleExamples).
 func (e *Engine) scanVersions(ctx context.Context, sc *scan, stats *catalog.ScanResult) error {
 	rep := sc.rep
 	list := make([]catalog.Version, 0, e.opts.PageSize)
 	var fetch []string
+	watch := newExampleWatch(e.recent.refs(), e.storedExampleRefs())
 	fetchBodies := func() error {
 		if len(fetch) == 0 {
 			return nil
@@ -123,6 +123,7 @@ func (e *Engine) scanVersions(ctx context.Context, sc *scan, stats *catalog.Scan
 		if err != nil {
 			return err
 		}
+		watch.listed(v.Ref)
 		if list = append(list, v); len(list) == cap(list) {
 			if stats.Pages == 1 && stats.TotalItems > 0 {
 				sc.seen.grow(stats.TotalItems + stats.TotalItems/64)
@@ -140,6 +141,7 @@ func (e *Engine) scanVersions(ctx context.Context, sc *scan, stats *catalog.Scan
 		return err
 	}
 	rep.setTotal(stats.TotalItems)
+	e.settleExamples(ctx, sc, watch)
 	return nil
 }
 

@@ -115,9 +115,10 @@ type PassEvent struct {
 	Next time.Time
 	// Interval is sync.resyncInterval.
 	Interval time.Duration
-	// Examples are, on the end of a resync, the first ExamplesPerKind raw
-	// catalog entities of each kind (lower-case) it read in full, unmasked:
-	// a two-phase resync reads only the entities that changed.
+	// Examples are, on the end of a resync, up to ExamplesPerKind raw
+	// catalog entities of each kind (lower-case), unmasked: the latest the
+	// engine read in full, on the change path or in a resync (a two-phase
+	// resync reads only the entities that changed).
 	Examples map[string][]catalog.Entity
 }
 

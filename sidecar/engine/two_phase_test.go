@@ -32,6 +32,7 @@ func TestTwoPhaseResync(t *testing.T) {
 	type step struct {
 		name        string
 		edit        func(t *testing.T)
+		restart     bool
 		wantByRefs  int
 		wantPushed  uint64
 		wantPortTxt string // a component's description in Port afterwards
@@ -50,10 +51,17 @@ func TestTwoPhaseResync(t *testing.T) {
 			}
 		}, wantByRefs: 1, wantPushed: 1, wantPortTxt: "edited in Backstage"},
 		{name: "unchanged again", wantByRefs: 0, wantPushed: 0, wantPortTxt: "edited in Backstage"},
+		// A new process knows from the state file that the raw examples
+		// last handed on still name listed entities: it reads none.
+		{name: "unchanged, new process", restart: true, wantByRefs: 0, wantPushed: 0, wantPortTxt: "edited in Backstage"},
 	}
 	for _, s := range steps {
 		if s.edit != nil {
 			s.edit(t)
+		}
+		if s.restart {
+			e.stop()
+			e.start()
 		}
 		e.cat.ResetRequests()
 		w := e.writes()
@@ -80,7 +88,7 @@ func TestTwoPhaseResync(t *testing.T) {
 // TestTwoPhaseResyncDeletesAndExamples checks that a listing-only resync
 // still deletes what left the catalog (nothing else) and reads in full only
 // the entities whose etag changed; raw examples for Port's mapping editor
-// come from the first, one-phase resync, which reads every kind.
+// come from what the engine read in full, and stay across resyncs.
 func TestTwoPhaseResyncDeletesAndExamples(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, loadExamples(t))
@@ -111,9 +119,10 @@ func TestTwoPhaseResyncDeletesAndExamples(t *testing.T) {
 		t.Fatalf("owned %d -> %d, want one fewer", owned, now)
 	}
 	// The deletion changed the relations (and etags) of the entities that
-	// pointed at it: one read by ref for them.
-	if n := e.cat.Requests()["by-refs"]; n != 1 {
-		t.Fatalf("by-refs requests %d, want 1 (the entities whose relations changed)", n)
+	// pointed at it: one read by ref for them; the deleted entity was a raw
+	// example: one read of another component to take its place.
+	if n := e.cat.Requests()["by-refs"]; n != 2 {
+		t.Fatalf("by-refs requests %d, want 2 (the entities whose relations changed, an example)", n)
 	}
 	if rep.Totals.Unchanged == 0 || rep.Totals.Seen != uint64(e.cat.Len()) {
 		t.Fatalf("totals %+v, catalog %d", rep.Totals, e.cat.Len())
@@ -132,7 +141,14 @@ func TestTwoPhaseResyncDeletesAndExamples(t *testing.T) {
 			t.Errorf("example of %s has kind %q", kind, k)
 		}
 	}
-	if n := len(got[1]["location"]); n != 0 {
-		t.Errorf("second resync read %d unchanged locations in full", n)
+	// The second resync read few entities in full; its event still carries
+	// the examples read before, without the deleted entity.
+	if n := len(got[1]["component"]); n != engine.ExamplesPerKind {
+		t.Errorf("second resync: %d component examples, want %d", n, engine.ExamplesPerKind)
+	}
+	for _, ex := range got[1]["component"] {
+		if ref, _ := catalog.RefOf(ex); ref.String() == gone {
+			t.Errorf("second resync: the deleted %s is still an example", gone)
+		}
 	}
 }
