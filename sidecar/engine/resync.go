@@ -491,8 +491,8 @@ func (e *Engine) resyncDeletions(ctx context.Context, sc *scan, proof plan.ScanP
 		unchanged := sc.seen.hasAll(ref)
 		read := unchanged || sc.seen.has(ref, plan.Key{})
 		pr := plan.Ref{Ref: ref, Kind: kindOf(ref), ObservedAt: rec.ObservedAt, Gone: !read}
-		if !read {
-			e.recent.drop(ref)
+		if !read && rec.ObservedAt.Before(started) {
+			e.recent.drop(ref) // gone from the catalog
 		}
 		for _, o := range rec.Outputs {
 			k := plan.Key(o.Key)
