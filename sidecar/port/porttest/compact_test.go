@@ -55,7 +55,8 @@ func decodeObject(t *testing.T, s string) map[string]any {
 // TestAnswersCarryTheEncodedObjects checks that every route that returns
 // entities answers properties and relations with the bytes encoding/json
 // gives for the decoded objects (keys sorted, HTML and line separators
-// escaped, numbers in Go's shortest form), whole or projected.
+// escaped, numbers in Go's shortest form), whole or projected, from a
+// stored (packed) entity.
 func TestAnswersCarryTheEncodedObjects(t *testing.T) {
 	t.Parallel()
 	e := contractFixture(t)
@@ -67,6 +68,12 @@ func TestAnswersCarryTheEncodedObjects(t *testing.T) {
 		`{"identifier":"enc","title":"E","properties":`+props+`,"relations":`+rels+`}`)
 	if status != 201 {
 		t.Fatalf("create: %d %s", status, body)
+	}
+	e.mu.RLock()
+	packed := e.st.blueprints["service"].entities["enc"].body.c != nil
+	e.mu.RUnlock()
+	if !packed {
+		t.Fatal("the entity is stored unpacked: the answers below would not cover unpacking")
 	}
 	wantProps := decodeObject(t, props)
 	wantRels := decodeObject(t, rels)

@@ -374,7 +374,7 @@ func (e *Emulator) render(rc *reqCtx, bp string, r *record, include, exclude []s
 	if rc.flag("attach_title_to_relation") {
 		rels := map[string]any{}
 		bs := e.st.blueprints[bp]
-		for name, v := range r.Relations.decode() {
+		for name, v := range r.body.relations().decode() {
 			target := e.st.blueprints[bs.rels[name].target]
 			attach := func(id string) any {
 				title := any(nil)

@@ -25,7 +25,7 @@ type compiler struct {
 // query's rules and must not be changed.
 func (c *compiler) properties(r *record) map[string]any {
 	if c.propsOf != r {
-		c.propsOf, c.props = r, r.Properties.decode()
+		c.propsOf, c.props = r, r.body.properties().decode()
 	}
 	return c.props
 }
@@ -33,7 +33,7 @@ func (c *compiler) properties(r *record) map[string]any {
 // relations returns r's decoded relations, as properties does.
 func (c *compiler) relations(r *record) map[string]any {
 	if c.relsOf != r {
-		c.relsOf, c.rels = r, r.Relations.decode()
+		c.relsOf, c.rels = r, r.body.relations().decode()
 	}
 	return c.rels
 }
@@ -611,7 +611,7 @@ func (s *store) walk(bp string, ids []string, reqOnly, out bool, seen map[refKey
 			if bs == nil || bs.entities[k.id] == nil {
 				continue
 			}
-			for name, v := range bs.entities[k.id].Relations.decode() {
+			for name, v := range bs.entities[k.id].body.relations().decode() {
 				def := bs.rels[name]
 				if reqOnly && !def.required {
 					continue

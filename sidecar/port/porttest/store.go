@@ -2,6 +2,7 @@ package porttest
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,6 +15,20 @@ import (
 // record is one stored entity. Records in the store are never changed in
 // place: a change saves a new record.
 type record struct {
+	Identifier  string
+	Title       string
+	Icon        string
+	Team        []string
+	body        body // properties and relations
+	CreatedAt   time.Time
+	CreatedBy   string
+	UpdatedAt   time.Time
+	UpdatedBy   string
+	DataSources []string // shared between records (interner.list)
+}
+
+// recordJSON is a record as the dump and the state file hold it.
+type recordJSON struct {
 	Identifier  string     `json:"identifier"`
 	Title       string     `json:"title,omitempty"`
 	Icon        string     `json:"icon,omitempty"`
@@ -24,7 +39,25 @@ type record struct {
 	CreatedBy   string     `json:"createdBy"`
 	UpdatedAt   time.Time  `json:"updatedAt"`
 	UpdatedBy   string     `json:"updatedBy"`
-	DataSources []string   `json:"datasources"` // shared between records (interner.list)
+	DataSources []string   `json:"datasources"`
+}
+
+func (r *record) MarshalJSON() ([]byte, error) {
+	props, rels := r.body.objects()
+	return json.Marshal(recordJSON{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Team: r.Team,
+		Properties: props, Relations: rels, CreatedAt: r.CreatedAt, CreatedBy: r.CreatedBy,
+		UpdatedAt: r.UpdatedAt, UpdatedBy: r.UpdatedBy, DataSources: r.DataSources})
+}
+
+func (r *record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err // unwrapped: encoding/json adds the field's path to its own error type only
+	}
+	*r = record{Identifier: j.Identifier, Title: j.Title, Icon: j.Icon, Team: j.Team,
+		body: newBody(j.Properties, j.Relations), CreatedAt: j.CreatedAt, CreatedBy: j.CreatedBy,
+		UpdatedAt: j.UpdatedAt, UpdatedBy: j.UpdatedBy, DataSources: j.DataSources}
+	return nil
 }
 
 // bpState is a blueprint with its entities.
@@ -36,6 +69,7 @@ type bpState struct {
 	rels     map[string]relDef
 	inherits bool // ownership is inherited: entities may not set team
 	entities map[string]*record
+	codec    *codec   // packs the bodies of entities, from the first one big enough
 	sorted   []string // identifiers in order, rebuilt when dirty
 	dirty    bool
 }
@@ -151,7 +185,7 @@ func targets(v any) []string {
 func (s *store) link(bp string, r *record, delta int) {
 	bs := s.blueprints[bp]
 	src := refKey{bs.id, r.Identifier}
-	for name, v := range r.Relations.decode() {
+	for name, v := range r.body.relations().decode() {
 		def, ok := bs.rels[name]
 		if !ok {
 			continue
@@ -181,8 +215,9 @@ func (s *store) link(bp string, r *record, delta int) {
 }
 
 // save stores r in bp, replacing any previous version, and keeps the
-// reverse index. r keeps the identifier string of the record it replaces
-// and shares its writers' names and data-source list with other records.
+// reverse index. r keeps the identifier string of the record it replaces,
+// shares its writers' names and data-source list with other records and
+// has its body packed.
 func (s *store) save(bp string, r *record) {
 	bs := s.blueprints[bp]
 	if old, ok := bs.entities[r.Identifier]; ok {
@@ -191,8 +226,14 @@ func (s *store) save(bp string, r *record) {
 	}
 	r.CreatedBy, r.UpdatedBy = s.intern.str(r.CreatedBy), s.intern.str(r.UpdatedBy)
 	r.DataSources = s.intern.list(r.DataSources)
+	s.link(bp, r, 1) // before packing: reads the relations
+	if bs.codec == nil && r.body.c == nil && len(r.body.s) >= codecMinDict {
+		bs.codec = newCodec(r.body.s)
+	}
+	if bs.codec != nil {
+		r.body = bs.codec.pack(r.body)
+	}
 	bs.put(r)
-	s.link(bp, r, 1)
 }
 
 func (s *store) drop(bp, id string) {
@@ -211,7 +252,7 @@ func (s *store) dependents(bp, id string) (required, optional []refKey) {
 		sbs := s.blueprints[src.bp]
 		r := sbs.entities[src.id]
 		isReq := false
-		for name, v := range r.Relations.decode() {
+		for name, v := range r.body.relations().decode() {
 			def := sbs.rels[name]
 			if def.target == bp && def.required && slices.Contains(targets(v), id) {
 				isReq = true
@@ -277,7 +318,7 @@ func (s *store) clearRelation(src, target refKey, now time.Time, actor string) {
 	if !ok {
 		return
 	}
-	rels := old.Relations.decode()
+	rels := old.body.relations().decode()
 	for name, v := range rels {
 		if sbs.rels[name].target != target.bp {
 			continue
@@ -303,7 +344,7 @@ func (s *store) resave(bp string, old *record, rels map[string]any, now time.Tim
 	if err != nil { // cannot happen: rels was decoded from JSON and lost values only
 		panic(fmt.Sprintf("porttest: encoding the relations of %s: %v", describe(bp, old.Identifier), err))
 	}
-	r.Relations = enc
+	r.body = newBody(old.body.properties(), enc)
 	r.UpdatedAt, r.UpdatedBy = now, actor
 	s.save(bp, r)
 }
@@ -317,8 +358,9 @@ func (r *record) clone() *record {
 
 // toEntity converts a record to the shared entity type.
 func (r *record) toEntity(bp string) port.Entity {
+	props, rels := r.body.objects()
 	e := port.Entity{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Blueprint: bp,
-		Properties: r.Properties.decode(), Relations: r.Relations.decode()}
+		Properties: props.decode(), Relations: rels.decode()}
 	if len(r.Team) > 0 {
 		team := make([]any, len(r.Team))
 		for i, t := range r.Team {
@@ -333,13 +375,14 @@ func (r *record) toEntity(bp string) port.Entity {
 // relations are their encoding (jsonObject), to be decoded by whoever
 // looks into them.
 func (r *record) toJSON(bp string) map[string]any {
+	props, rels := r.body.objects()
 	team := r.Team
 	if team == nil {
 		team = []string{}
 	}
 	m := map[string]any{
 		"identifier": r.Identifier, "title": r.Title, "blueprint": bp, "team": team,
-		"properties": r.Properties, "relations": r.Relations,
+		"properties": props, "relations": rels,
 		"createdAt": r.CreatedAt.Format(time.RFC3339Nano), "createdBy": r.CreatedBy,
 		"updatedAt": r.UpdatedAt.Format(time.RFC3339Nano), "updatedBy": r.UpdatedBy,
 	}

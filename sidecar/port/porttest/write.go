@@ -91,7 +91,8 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if teamGiven {
 			r.Team = team
 		}
-		rprops, rrels = existing.Properties.decode(), existing.Relations.decode()
+		p, rl := existing.body.objects()
+		rprops, rrels = p.decode(), rl.decode()
 	} else {
 		r = &record{Title: title, Icon: icon, Team: team}
 		if existing != nil {
@@ -155,13 +156,15 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			return nil, false, errf(422, "required_relation", "relation %q is required", name)
 		}
 	}
-	var encErr error
-	if r.Properties, encErr = encodeObject(rprops); encErr == nil {
-		r.Relations, encErr = encodeObject(rrels)
+	encProps, encErr := encodeObject(rprops)
+	var encRels jsonObject
+	if encErr == nil {
+		encRels, encErr = encodeObject(rrels)
 	}
 	if encErr != nil { // values decoded from JSON always encode
 		return nil, false, errf(500, "internal_error", "encoding %s: %v", describe(bp, id), encErr)
 	}
+	r.body = newBody(encProps, encRels)
 
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt, r.CreatedBy = now, o.user
@@ -317,7 +320,7 @@ func (s *store) rename(bp, from, to string, now time.Time, user string) {
 	for _, src := range in.sources() {
 		sbs := s.blueprints[src.bp]
 		old := sbs.entities[src.id]
-		rels := old.Relations.decode()
+		rels := old.body.relations().decode()
 		for name, v := range rels {
 			if sbs.rels[name].target != bp {
 				continue
