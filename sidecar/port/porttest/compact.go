@@ -129,19 +129,45 @@ func (in *inSet) sources() []refKey {
 	return out
 }
 
-// interner keeps one copy of the strings many records repeat (the clients
-// and User-Agents that wrote them) and of their data-source lists. It
-// stops adding once it holds internMax of either, so that a stream of
-// distinct writers cannot grow it without bound.
+// interner keeps one copy of what many records repeat: their metas, and
+// the strings (clients and User-Agents that wrote them, teams) and lists
+// (data sources, teams) in those. It stops adding once it holds internMax
+// of a kind, so that a stream of distinct writers cannot grow it without
+// bound.
 type interner struct {
 	strs  map[string]string
 	lists map[string][]string
+	metas map[string]*meta
 }
 
 const internMax = 10_000
 
 func newInterner() *interner {
-	return &interner{strs: map[string]string{}, lists: map[string][]string{}}
+	return &interner{strs: map[string]string{}, lists: map[string][]string{}, metas: map[string]*meta{}}
+}
+
+// meta returns a shared meta equal to m (nil is the empty one). Shared
+// metas are never changed: a record to be changed gets a copy (clone).
+func (in *interner) meta(m *meta) *meta {
+	if m == nil {
+		m = &meta{}
+	}
+	key := strings.Join([]string{m.Icon, strings.Join(m.Team, "\x00"), m.CreatedBy, m.UpdatedBy, strings.Join(m.DataSources, "\x00")}, "\x01")
+	if x, ok := in.metas[key]; ok && x.equal(m) {
+		return x
+	}
+	shared := &meta{Icon: in.str(m.Icon), Team: in.list(m.Team), CreatedBy: in.str(m.CreatedBy), UpdatedBy: in.str(m.UpdatedBy),
+		DataSources: in.list(m.DataSources)}
+	if len(in.metas) < internMax {
+		in.metas[key] = shared
+	}
+	return shared
+}
+
+func (m *meta) equal(o *meta) bool {
+	sameList := func(a, b []string) bool { return slices.Equal(a, b) && (a == nil) == (b == nil) }
+	return m.Icon == o.Icon && m.CreatedBy == o.CreatedBy && m.UpdatedBy == o.UpdatedBy &&
+		sameList(m.Team, o.Team) && sameList(m.DataSources, o.DataSources)
 }
 
 // str returns the kept copy of s.
@@ -155,7 +181,7 @@ func (in *interner) str(s string) string {
 	return s
 }
 
-// list returns a shared copy of a data-source list (nil stays nil, empty
+// list returns a shared copy of a list of strings (nil stays nil, empty
 // stays empty). Shared lists are never changed in place: their capacity is
 // their length, so an append copies.
 func (in *interner) list(l []string) []string {

@@ -280,22 +280,48 @@ func TestInSet(t *testing.T) {
 	}
 }
 
-// TestDataSourcesStayPerEntity writes entities from several data sources:
-// a data-source list shared between records is never changed for all of
-// them.
-func TestDataSourcesStayPerEntity(t *testing.T) {
+// TestMetaStaysPerEntity writes entities that share their meta (writer,
+// data sources, team, icon) and changes it for some of them: the others
+// keep theirs.
+func TestMetaStaysPerEntity(t *testing.T) {
 	t.Parallel()
 	e := contractFixture(t)
-	for _, w := range []struct{ id, ds string }{
-		{"a", "x"}, {"b", "x"}, {"c", "x"}, {"a", "y"}, {"b", "z"}, {"a", "x"}, {"c", "x"}, {"b", "y"},
-	} {
-		if _, err := e.PutEntity("system", port.Entity{Identifier: w.id}, w.ds, w.id == "b"); err != nil {
+	put := func(id, ds string, merge bool, ent port.Entity) {
+		t.Helper()
+		ent.Identifier = id
+		if _, err := e.PutEntity("service", ent, ds, merge); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for id, want := range map[string][]string{"a": {"x", "y"}, "b": {"x", "z", "y"}, "c": {"x"}} {
-		if r, _ := e.Entity("system", id); !slices.Equal(r.DataSources, want) {
-			t.Errorf("%s: data sources %v, want %v", id, r.DataSources, want)
+	for _, id := range []string{"a", "b", "c"} {
+		put(id, "x", false, port.Entity{})
+	}
+	e.mu.RLock()
+	bs := e.st.blueprints["service"]
+	shared := bs.entities["a"].meta == bs.entities["b"].meta && bs.entities["b"].meta == bs.entities["c"].meta
+	e.mu.RUnlock()
+	if !shared {
+		t.Error("entities written alike do not share their meta")
+	}
+	put("a", "y", false, port.Entity{})
+	put("b", "z", true, port.Entity{Team: "platform", Icon: "star"})
+	put("c", "x", true, port.Entity{Relations: map[string]any{"system": "sys2"}})
+	if st, out, _ := do(t, e, token(t, e), "DELETE", "/v1/blueprints/system/entities/sys2", ""); st != 200 {
+		t.Fatalf("delete sys2: %d %v", st, out)
+	}
+	for _, c := range []struct {
+		id, icon, updatedBy string
+		team                any
+		ds                  []string
+	}{
+		{"a", "", "y", nil, []string{"x", "y"}},
+		{"b", "star", "z", []any{"platform"}, []string{"x", "z"}},
+		{"c", "", e.ClientID(), nil, []string{"x"}}, // its relation to sys2 was cleared
+	} {
+		r, _ := e.Entity("service", c.id)
+		if !slices.Equal(r.DataSources, c.ds) || r.UpdatedBy != c.updatedBy || r.Entity.Icon != c.icon || fmt.Sprint(r.Entity.Team) != fmt.Sprint(c.team) {
+			t.Errorf("%s: data sources %v, updated by %q, icon %q, team %v; want %v, %q, %q, %v",
+				c.id, r.DataSources, r.UpdatedBy, r.Entity.Icon, r.Entity.Team, c.ds, c.updatedBy, c.icon, c.team)
 		}
 	}
 }
@@ -304,6 +330,18 @@ func TestDataSourcesStayPerEntity(t *testing.T) {
 func TestInterner(t *testing.T) {
 	t.Parallel()
 	in := newInterner()
+	for _, m := range []*meta{nil, {}, {Team: []string{}}, {Team: []string{"t"}, Icon: "i"}, {CreatedBy: "a\x00b"}, {CreatedBy: "a", UpdatedBy: "b"}, {DataSources: []string{"x", "y"}}} {
+		want := m
+		if want == nil {
+			want = &meta{}
+		}
+		if got := in.meta(m); !got.equal(want) || got == m {
+			t.Errorf("meta(%+v) = %+v (the same pointer: %v)", m, got, got == m)
+		}
+		if in.meta(m) != in.meta(m) {
+			t.Errorf("meta(%+v) is not shared", m)
+		}
+	}
 	for _, l := range [][]string{nil, {}, {"a"}, {"a", "b"}, {"a\x00b"}, {"b", "a"}, {"a", "b"}} {
 		if got := in.list(l); !slices.Equal(got, l) || (got == nil) != (l == nil) || cap(got) != len(got) {
 			t.Errorf("list(%q) = %q (cap %d)", l, got, cap(got))

@@ -179,9 +179,9 @@ func heapAlloc() uint64 {
 }
 
 // maxBytesPerEntity bounds the live heap per catalog-shaped entity: about
-// 600 B with bodies packed, 1,090 B with properties and relations kept as
-// plain JSON, 2,840 B when they were decoded maps (and the reverse index
-// a map per target).
+// 500 B with bodies packed and metas shared, 1,090 B with properties and
+// relations kept as plain JSON, 2,840 B when they were decoded maps (and
+// the reverse index a map per target).
 const maxBytesPerEntity = 900
 
 // TestMemoryPerEntity counts the live heap the emulator holds per stored

@@ -13,18 +13,24 @@ import (
 )
 
 // record is one stored entity. Records in the store are never changed in
-// place: a change saves a new record.
+// place: a change saves a new record (clone gives it a meta of its own).
 type record struct {
-	Identifier  string
-	Title       string
+	Identifier string
+	Title      string
+	body       body // properties and relations
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	*meta      // never nil; shared between stored records (interner.meta)
+}
+
+// meta is what the records of one writer have in common: in a synthetic
+// catalog, every record has the same.
+type meta struct {
 	Icon        string
 	Team        []string
-	body        body // properties and relations
-	CreatedAt   time.Time
 	CreatedBy   string
-	UpdatedAt   time.Time
 	UpdatedBy   string
-	DataSources []string // shared between records (interner.list)
+	DataSources []string
 }
 
 // recordJSON is a record as the dump and the state file hold it.
@@ -54,9 +60,9 @@ func (r *record) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err // unwrapped: encoding/json adds the field's path to its own error type only
 	}
-	*r = record{Identifier: j.Identifier, Title: j.Title, Icon: j.Icon, Team: j.Team,
-		body: newBody(j.Properties, j.Relations), CreatedAt: j.CreatedAt, CreatedBy: j.CreatedBy,
-		UpdatedAt: j.UpdatedAt, UpdatedBy: j.UpdatedBy, DataSources: j.DataSources}
+	*r = record{Identifier: j.Identifier, Title: j.Title, body: newBody(j.Properties, j.Relations),
+		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt,
+		meta: &meta{Icon: j.Icon, Team: j.Team, CreatedBy: j.CreatedBy, UpdatedBy: j.UpdatedBy, DataSources: j.DataSources}}
 	return nil
 }
 
@@ -216,16 +222,14 @@ func (s *store) link(bp string, r *record, delta int) {
 
 // save stores r in bp, replacing any previous version, and keeps the
 // reverse index. r keeps the identifier string of the record it replaces,
-// shares its writers' names and data-source list with other records and
-// has its body packed.
+// shares its meta with other records and has its body packed.
 func (s *store) save(bp string, r *record) {
 	bs := s.blueprints[bp]
 	if old, ok := bs.entities[r.Identifier]; ok {
 		s.link(bp, old, -1)
 		r.Identifier = old.Identifier
 	}
-	r.CreatedBy, r.UpdatedBy = s.intern.str(r.CreatedBy), s.intern.str(r.UpdatedBy)
-	r.DataSources = s.intern.list(r.DataSources)
+	r.meta = s.intern.meta(r.meta)
 	s.link(bp, r, 1) // before packing: reads the relations
 	if bs.codec == nil && r.body.c == nil && len(r.body.s) >= codecMinDict {
 		bs.codec = newCodec(r.body.s)
@@ -352,7 +356,9 @@ func (s *store) resave(bp string, old *record, rels map[string]any, now time.Tim
 // clone returns a copy of r that shares nothing changeable with it.
 func (r *record) clone() *record {
 	c := *r
-	c.Team = slices.Clone(r.Team)
+	m := *r.meta
+	m.Team = slices.Clone(m.Team)
+	c.meta = &m
 	return &c
 }
 

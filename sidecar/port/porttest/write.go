@@ -94,7 +94,7 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		p, rl := existing.body.objects()
 		rprops, rrels = p.decode(), rl.decode()
 	} else {
-		r = &record{Title: title, Icon: icon, Team: team}
+		r = &record{Title: title, meta: &meta{Icon: icon, Team: team}}
 		if existing != nil {
 			r.CreatedAt, r.CreatedBy, r.DataSources = existing.CreatedAt, existing.CreatedBy, existing.DataSources
 		}
@@ -180,8 +180,8 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if s.blueprints[m.bp].entities[m.id] != nil {
 			continue
 		}
-		s.save(m.bp, &record{Identifier: m.id, Title: m.id,
-			CreatedAt: now, CreatedBy: o.user, UpdatedAt: now, UpdatedBy: o.user, DataSources: []string{o.actor}})
+		s.save(m.bp, &record{Identifier: m.id, Title: m.id, CreatedAt: now, UpdatedAt: now,
+			meta: &meta{CreatedBy: o.user, UpdatedBy: o.user, DataSources: []string{o.actor}}})
 	}
 	if existing != nil && existing.Identifier != id {
 		s.rename(bp, existing.Identifier, id, now, o.user)
