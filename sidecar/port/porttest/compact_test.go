@@ -338,7 +338,7 @@ func TestInterner(t *testing.T) {
 		if got := in.meta(m); !got.equal(want) || got == m {
 			t.Errorf("meta(%+v) = %+v (the same pointer: %v)", m, got, got == m)
 		}
-		if in.meta(m) != in.meta(m) {
+		if first, again := in.meta(m), in.meta(m); first != again {
 			t.Errorf("meta(%+v) is not shared", m)
 		}
 	}
