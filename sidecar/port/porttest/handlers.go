@@ -374,7 +374,7 @@ func (e *Emulator) render(rc *reqCtx, bp string, r *record, include, exclude []s
 	if rc.flag("attach_title_to_relation") {
 		rels := map[string]any{}
 		bs := e.st.blueprints[bp]
-		for name, v := range r.Relations {
+		for name, v := range r.body.relations().decode() {
 			target := e.st.blueprints[bs.rels[name].target]
 			attach := func(id string) any {
 				title := any(nil)
@@ -416,6 +416,10 @@ func project(m map[string]any, include, exclude []string) map[string]any {
 				out[top] = v
 				continue
 			}
+			if o, encoded := v.(jsonObject); encoded {
+				v = o.decode() // once for all the paths into it
+				m[top] = v
+			}
 			src, _ := v.(map[string]any)
 			if _, has := src[sub]; !has {
 				continue
@@ -435,8 +439,13 @@ func project(m map[string]any, include, exclude []string) map[string]any {
 			delete(m, top)
 			continue
 		}
-		if src, ok := m[top].(map[string]any); ok {
+		switch src := m[top].(type) {
+		case map[string]any:
 			c := maps.Clone(src)
+			delete(c, sub)
+			m[top] = c
+		case jsonObject:
+			c := src.decode()
 			delete(c, sub)
 			m[top] = c
 		}

@@ -15,6 +15,27 @@ type matcher func(bp string, r *record) bool
 type compiler struct {
 	s   *store
 	now time.Time
+	// The properties and relations last decoded, and of which record: a
+	// query's rules look at one record after the other.
+	propsOf, relsOf *record
+	props, rels     map[string]any
+}
+
+// properties returns r's decoded properties; the map is shared by the
+// query's rules and must not be changed.
+func (c *compiler) properties(r *record) map[string]any {
+	if c.propsOf != r {
+		c.propsOf, c.props = r, r.body.properties().decode()
+	}
+	return c.props
+}
+
+// relations returns r's decoded relations, as properties does.
+func (c *compiler) relations(r *record) map[string]any {
+	if c.relsOf != r {
+		c.relsOf, c.rels = r, r.body.relations().decode()
+	}
+	return c.rels
 }
 
 // compile turns a rule group (or a single rule) into a matcher.
@@ -100,12 +121,12 @@ func (c *compiler) subject(q map[string]any) (getter, *apiError) {
 		if !ok {
 			return func(string, *record) any { return nil }, nil
 		}
-		return fieldGetter(p), nil
+		return c.field(p), nil
 	case q["relation"] != nil:
 		rel, _ := q["relation"].(string)
 		byTitle := q["targetProperty"] == "$title"
 		return func(bp string, r *record) any {
-			v := r.Relations[rel]
+			v := c.relations(r)[rel]
 			if !byTitle || v == nil {
 				return v
 			}
@@ -131,8 +152,8 @@ func (c *compiler) subject(q map[string]any) (getter, *apiError) {
 	return nil, invalid("a rule needs a property, a relation or a scorecard")
 }
 
-// fieldGetter returns the value of a property or $-meta-property.
-func fieldGetter(p string) getter {
+// field returns the getter of a property or $-meta-property.
+func (c *compiler) field(p string) getter {
 	switch p {
 	case "$identifier":
 		return func(_ string, r *record) any { return r.Identifier }
@@ -155,7 +176,7 @@ func fieldGetter(p string) getter {
 	case "$updatedBy":
 		return func(_ string, r *record) any { return r.UpdatedBy }
 	}
-	return func(_ string, r *record) any { return r.Properties[p] }
+	return func(_ string, r *record) any { return c.properties(r)[p] }
 }
 
 func stringsToAny(ss []string) []any {
@@ -392,7 +413,7 @@ func compare(a, b any) (int, bool) {
 // without a date-time it is neither expired nor unexpired.
 func (c *compiler) expired(q map[string]any, want bool) (matcher, *apiError) {
 	p, _ := q["property"].(string)
-	get := fieldGetter(p)
+	get := c.field(p)
 	return func(bp string, r *record) bool {
 		s, ok := get(bp, r).(string)
 		if !ok {
@@ -435,7 +456,7 @@ func (c *compiler) propertySchema(q map[string]any, op string) (matcher, *apiErr
 	return func(bp string, r *record) bool {
 		bs := c.s.blueprints[bp]
 		for _, name := range sortedKeys(anyMap(bs.props)) {
-			if fits(bs.props[name]) && test(r.Properties[name]) {
+			if fits(bs.props[name]) && test(c.properties(r)[name]) {
 				return true
 			}
 		}
@@ -509,7 +530,7 @@ func (c *compiler) follow(start []refKey, hops []any) map[refKey]bool {
 			if bs == nil || bs.entities[k.id] == nil {
 				continue
 			}
-			for name, v := range bs.entities[k.id].Relations {
+			for name, v := range c.relations(bs.entities[k.id]) {
 				if rel != "" && name != rel {
 					continue
 				}
@@ -590,7 +611,7 @@ func (s *store) walk(bp string, ids []string, reqOnly, out bool, seen map[refKey
 			if bs == nil || bs.entities[k.id] == nil {
 				continue
 			}
-			for name, v := range bs.entities[k.id].Relations {
+			for name, v := range bs.entities[k.id].body.relations().decode() {
 				def := bs.rels[name]
 				if reqOnly && !def.required {
 					continue

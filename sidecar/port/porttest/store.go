@@ -2,6 +2,7 @@ package porttest
 
 import (
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,35 +12,77 @@ import (
 	"github.com/portbridge/portbridge/sidecar/port"
 )
 
-// record is one stored entity.
+// record is one stored entity. Records in the store are never changed in
+// place: a change saves a new record (clone gives it a meta of its own).
 type record struct {
-	Identifier  string         `json:"identifier"`
-	Title       string         `json:"title,omitempty"`
-	Icon        string         `json:"icon,omitempty"`
-	Team        []string       `json:"team"`
-	Properties  map[string]any `json:"properties"`
-	Relations   map[string]any `json:"relations"`
-	CreatedAt   time.Time      `json:"createdAt"`
-	CreatedBy   string         `json:"createdBy"`
-	UpdatedAt   time.Time      `json:"updatedAt"`
-	UpdatedBy   string         `json:"updatedBy"`
-	DataSources []string       `json:"datasources"`
+	Identifier string
+	Title      string
+	body       body // properties and relations
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	*meta      // never nil; shared between stored records (interner.meta)
+}
+
+// meta is what the records of one writer have in common: in a synthetic
+// catalog, every record has the same.
+type meta struct {
+	Icon        string
+	Team        []string
+	CreatedBy   string
+	UpdatedBy   string
+	DataSources []string
+}
+
+// recordJSON is a record as the dump and the state file hold it.
+type recordJSON struct {
+	Identifier  string     `json:"identifier"`
+	Title       string     `json:"title,omitempty"`
+	Icon        string     `json:"icon,omitempty"`
+	Team        []string   `json:"team"`
+	Properties  jsonObject `json:"properties"`
+	Relations   jsonObject `json:"relations"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	CreatedBy   string     `json:"createdBy"`
+	UpdatedAt   time.Time  `json:"updatedAt"`
+	UpdatedBy   string     `json:"updatedBy"`
+	DataSources []string   `json:"datasources"`
+}
+
+func (r *record) MarshalJSON() ([]byte, error) {
+	props, rels := r.body.objects()
+	return json.Marshal(recordJSON{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Team: r.Team,
+		Properties: props, Relations: rels, CreatedAt: r.CreatedAt, CreatedBy: r.CreatedBy,
+		UpdatedAt: r.UpdatedAt, UpdatedBy: r.UpdatedBy, DataSources: r.DataSources})
+}
+
+func (r *record) UnmarshalJSON(b []byte) error {
+	var j recordJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err // unwrapped: encoding/json adds the field's path to its own error type only
+	}
+	*r = record{Identifier: j.Identifier, Title: j.Title, body: newBody(j.Properties, j.Relations),
+		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt,
+		meta: &meta{Icon: j.Icon, Team: j.Team, CreatedBy: j.CreatedBy, UpdatedBy: j.UpdatedBy, DataSources: j.DataSources}}
+	return nil
 }
 
 // bpState is a blueprint with its entities.
 type bpState struct {
+	id       string
 	raw      map[string]any // the blueprint as Port returns it
 	props    map[string]map[string]any
 	required []string
 	rels     map[string]relDef
 	inherits bool // ownership is inherited: entities may not set team
 	entities map[string]*record
+	codec    *codec   // packs the bodies of entities, from the first one big enough
 	sorted   []string // identifiers in order, rebuilt when dirty
 	dirty    bool
 }
 
 func newBPState(raw map[string]any) *bpState {
-	bs := &bpState{raw: raw, entities: map[string]*record{}}
+	id, _ := raw["identifier"].(string)
+	bs := &bpState{id: id, raw: raw, entities: map[string]*record{}}
 	bs.reparse()
 	return bs
 }
@@ -91,14 +134,16 @@ type refKey struct{ bp, id string }
 type store struct {
 	blueprints map[string]*bpState
 	// incoming maps a target entity to the entities whose relations point
-	// at it, with the number of relation values doing so.
-	incoming map[refKey]map[refKey]int
+	// at it.
+	incoming map[refKey]inSet
 	// integrations by identifier (installationId).
 	integrations map[string]*integration
+	intern       *interner
 }
 
 func newStore() *store {
-	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]map[refKey]int{}, integrations: map[string]*integration{}}
+	s := &store{blueprints: map[string]*bpState{}, incoming: map[refKey]inSet{}, integrations: map[string]*integration{},
+		intern: newInterner()}
 	now := time.Now().UTC()
 	for _, sys := range []struct{ id, title string }{{"_user", "User"}, {"_team", "Team"}} {
 		raw := map[string]any{"identifier": sys.id, "title": sys.title,
@@ -140,41 +185,59 @@ func targets(v any) []string {
 	return nil
 }
 
+// link adds (delta 1) or removes (-1) r's relation values to or from the
+// reverse index. Its keys use the identifiers of the stored records, so
+// that the index holds no copies of them.
 func (s *store) link(bp string, r *record, delta int) {
 	bs := s.blueprints[bp]
-	src := refKey{bp, r.Identifier}
-	for name, v := range r.Relations {
+	src := refKey{bs.id, r.Identifier}
+	for name, v := range r.body.relations().decode() {
 		def, ok := bs.rels[name]
 		if !ok {
 			continue
 		}
+		tbs := s.blueprints[def.target]
 		for _, t := range targets(v) {
 			k := refKey{def.target, t}
-			m := s.incoming[k]
-			if m == nil {
-				m = map[refKey]int{}
-				s.incoming[k] = m
+			switch {
+			case tbs != nil && tbs.entities[t] != nil:
+				k = refKey{tbs.id, tbs.entities[t].Identifier}
+			case def.target == bp && t == r.Identifier:
+				k = src
 			}
-			m[src] += delta
-			if m[src] <= 0 {
-				delete(m, src)
+			in := s.incoming[k]
+			if delta > 0 {
+				in.add(src)
+			} else {
+				in.remove(src)
 			}
-			if len(m) == 0 {
+			if in.empty() {
 				delete(s.incoming, k)
+			} else {
+				s.incoming[k] = in
 			}
 		}
 	}
 }
 
 // save stores r in bp, replacing any previous version, and keeps the
-// reverse index.
+// reverse index. r keeps the identifier string of the record it replaces,
+// shares its meta with other records and has its body packed.
 func (s *store) save(bp string, r *record) {
 	bs := s.blueprints[bp]
 	if old, ok := bs.entities[r.Identifier]; ok {
 		s.link(bp, old, -1)
+		r.Identifier = old.Identifier
+	}
+	r.meta = s.intern.meta(r.meta)
+	s.link(bp, r, 1) // before packing: reads the relations
+	if bs.codec == nil && r.body.c == nil && len(r.body.s) >= codecMinDict {
+		bs.codec = newCodec(r.body.s)
+	}
+	if bs.codec != nil {
+		r.body = bs.codec.pack(r.body)
 	}
 	bs.put(r)
-	s.link(bp, r, 1)
 }
 
 func (s *store) drop(bp, id string) {
@@ -188,11 +251,12 @@ func (s *store) drop(bp, id string) {
 // dependents returns the entities with a relation to (bp, id), split by
 // whether the relation is required.
 func (s *store) dependents(bp, id string) (required, optional []refKey) {
-	for src := range s.incoming[refKey{bp, id}] {
+	in := s.incoming[refKey{bp, id}]
+	for _, src := range in.sources() {
 		sbs := s.blueprints[src.bp]
 		r := sbs.entities[src.id]
 		isReq := false
-		for name, v := range r.Relations {
+		for name, v := range r.body.relations().decode() {
 			def := sbs.rels[name]
 			if def.target == bp && def.required && slices.Contains(targets(v), id) {
 				isReq = true
@@ -258,37 +322,51 @@ func (s *store) clearRelation(src, target refKey, now time.Time, actor string) {
 	if !ok {
 		return
 	}
-	r := old.clone()
-	for name, v := range r.Relations {
+	rels := old.body.relations().decode()
+	for name, v := range rels {
 		if sbs.rels[name].target != target.bp {
 			continue
 		}
 		switch t := v.(type) {
 		case string:
 			if t == target.id {
-				r.Relations[name] = nil
+				rels[name] = nil
 			}
 		case []any:
-			r.Relations[name] = slices.DeleteFunc(slices.Clone(t), func(x any) bool { return x == target.id })
+			rels[name] = slices.DeleteFunc(t, func(x any) bool { return x == target.id })
 		}
 	}
-	r.UpdatedAt, r.UpdatedBy = now, actor
-	s.save(src.bp, r)
+	s.resave(src.bp, old, rels, now, actor)
 }
 
+// resave saves a copy of old with the relations rels, updated by actor:
+// what clearing or renaming a relation target does to the entities that
+// point at it.
+func (s *store) resave(bp string, old *record, rels map[string]any, now time.Time, actor string) {
+	r := old.clone()
+	enc, err := encodeObject(rels)
+	if err != nil { // cannot happen: rels was decoded from JSON and lost values only
+		panic(fmt.Sprintf("porttest: encoding the relations of %s: %v", describe(bp, old.Identifier), err))
+	}
+	r.body = newBody(old.body.properties(), enc)
+	r.UpdatedAt, r.UpdatedBy = now, actor
+	s.save(bp, r)
+}
+
+// clone returns a copy of r that shares nothing changeable with it.
 func (r *record) clone() *record {
 	c := *r
-	c.Team = slices.Clone(r.Team)
-	c.Properties = maps.Clone(r.Properties)
-	c.Relations = maps.Clone(r.Relations)
-	c.DataSources = slices.Clone(r.DataSources)
+	m := *r.meta
+	m.Team = slices.Clone(m.Team)
+	c.meta = &m
 	return &c
 }
 
 // toEntity converts a record to the shared entity type.
 func (r *record) toEntity(bp string) port.Entity {
+	props, rels := r.body.objects()
 	e := port.Entity{Identifier: r.Identifier, Title: r.Title, Icon: r.Icon, Blueprint: bp,
-		Properties: maps.Clone(r.Properties), Relations: maps.Clone(r.Relations)}
+		Properties: props.decode(), Relations: rels.decode()}
 	if len(r.Team) > 0 {
 		team := make([]any, len(r.Team))
 		for i, t := range r.Team {
@@ -299,19 +377,14 @@ func (r *record) toEntity(bp string) port.Entity {
 	return e
 }
 
-// toJSON renders a record the way Port returns an entity.
+// toJSON renders a record the way Port returns an entity; properties and
+// relations are their encoding (jsonObject), to be decoded by whoever
+// looks into them.
 func (r *record) toJSON(bp string) map[string]any {
+	props, rels := r.body.objects()
 	team := r.Team
 	if team == nil {
 		team = []string{}
-	}
-	props := r.Properties
-	if props == nil {
-		props = map[string]any{}
-	}
-	rels := r.Relations
-	if rels == nil {
-		rels = map[string]any{}
 	}
 	m := map[string]any{
 		"identifier": r.Identifier, "title": r.Title, "blueprint": bp, "team": team,

@@ -1,7 +1,6 @@
 package porttest
 
 import (
-	"maps"
 	"slices"
 	"time"
 
@@ -80,6 +79,7 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 
 	merge := existing != nil && (o.mode == modeMerge || o.mode == modePatch)
 	var r *record
+	rprops, rrels := map[string]any{}, map[string]any{}
 	if merge {
 		r = existing.clone()
 		if _, ok := in["title"]; ok {
@@ -91,19 +91,15 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if teamGiven {
 			r.Team = team
 		}
+		p, rl := existing.body.objects()
+		rprops, rrels = p.decode(), rl.decode()
 	} else {
-		r = &record{Title: title, Icon: icon, Team: team, Properties: map[string]any{}, Relations: map[string]any{}}
+		r = &record{Title: title, meta: &meta{Icon: icon, Team: team}}
 		if existing != nil {
-			r.CreatedAt, r.CreatedBy, r.DataSources = existing.CreatedAt, existing.CreatedBy, slices.Clone(existing.DataSources)
+			r.CreatedAt, r.CreatedBy, r.DataSources = existing.CreatedAt, existing.CreatedBy, existing.DataSources
 		}
 	}
 	r.Identifier = id
-	if r.Properties == nil {
-		r.Properties = map[string]any{}
-	}
-	if r.Relations == nil {
-		r.Relations = map[string]any{}
-	}
 
 	for k, v := range props {
 		def, ok := bs.props[k]
@@ -113,19 +109,19 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if err := checkValue("properties."+k, def, v); err != nil {
 			return nil, false, err
 		}
-		r.Properties[k] = v
+		rprops[k] = v
 	}
 	if existing == nil {
 		for k, def := range bs.props {
-			if _, ok := r.Properties[k]; !ok {
+			if _, ok := rprops[k]; !ok {
 				if d, ok := def["default"]; ok {
-					r.Properties[k] = d
+					rprops[k] = d
 				}
 			}
 		}
 	}
 	for _, k := range bs.required {
-		if r.Properties[k] == nil {
+		if rprops[k] == nil {
 			return nil, false, mismatch("required property %q is missing", k)
 		}
 	}
@@ -153,13 +149,22 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 			}
 			missing = append(missing, refKey{def.target, t})
 		}
-		r.Relations[name] = val
+		rrels[name] = val
 	}
 	for name, def := range bs.rels {
-		if def.required && len(targets(r.Relations[name])) == 0 {
+		if def.required && len(targets(rrels[name])) == 0 {
 			return nil, false, errf(422, "required_relation", "relation %q is required", name)
 		}
 	}
+	encProps, encErr := encodeObject(rprops)
+	var encRels jsonObject
+	if encErr == nil {
+		encRels, encErr = encodeObject(rrels)
+	}
+	if encErr != nil { // values decoded from JSON always encode
+		return nil, false, errf(500, "internal_error", "encoding %s: %v", describe(bp, id), encErr)
+	}
+	r.body = newBody(encProps, encRels)
 
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt, r.CreatedBy = now, o.user
@@ -175,8 +180,8 @@ func (s *store) write(bp string, in map[string]any, o writeOpts, now time.Time) 
 		if s.blueprints[m.bp].entities[m.id] != nil {
 			continue
 		}
-		s.save(m.bp, &record{Identifier: m.id, Title: m.id, Properties: map[string]any{}, Relations: map[string]any{},
-			CreatedAt: now, CreatedBy: o.user, UpdatedAt: now, UpdatedBy: o.user, DataSources: []string{o.actor}})
+		s.save(m.bp, &record{Identifier: m.id, Title: m.id, CreatedAt: now, UpdatedAt: now,
+			meta: &meta{CreatedBy: o.user, UpdatedBy: o.user, DataSources: []string{o.actor}}})
 	}
 	if existing != nil && existing.Identifier != id {
 		s.rename(bp, existing.Identifier, id, now, o.user)
@@ -311,30 +316,29 @@ func (s *store) parseTeam(bs *bpState, in map[string]any) ([]string, bool, *apiE
 // rename moves the references to (bp, from) over to (bp, to) and drops
 // the old record.
 func (s *store) rename(bp, from, to string, now time.Time, user string) {
-	for src := range maps.Clone(s.incoming[refKey{bp, from}]) {
+	in := s.incoming[refKey{bp, from}]
+	for _, src := range in.sources() {
 		sbs := s.blueprints[src.bp]
-		r := sbs.entities[src.id].clone()
-		for name, v := range r.Relations {
+		old := sbs.entities[src.id]
+		rels := old.body.relations().decode()
+		for name, v := range rels {
 			if sbs.rels[name].target != bp {
 				continue
 			}
 			switch t := v.(type) {
 			case string:
 				if t == from {
-					r.Relations[name] = to
+					rels[name] = to
 				}
 			case []any:
-				c := slices.Clone(t)
-				for i, x := range c {
+				for i, x := range t {
 					if x == from {
-						c[i] = to
+						t[i] = to
 					}
 				}
-				r.Relations[name] = c
 			}
 		}
-		r.UpdatedAt, r.UpdatedBy = now, user
-		s.save(src.bp, r)
+		s.resave(src.bp, old, rels, now, user)
 	}
 	s.drop(bp, from)
 }
