@@ -236,6 +236,8 @@ func (e *Engine) guardChange(ref string, ch *plan.Changes) *plan.Changes {
 		ch.RefusedDeletes, ch.Delete = append(ch.RefusedDeletes, ch.Delete...), nil
 		return ch
 	}
+	e.guard.changeMu.Lock()
+	defer e.guard.changeMu.Unlock()
 	scope := plan.Scope{Path: "change", Owned: owned, Recent: e.guard.recent(), Pending: e.queue.pendingDeletions(ref, e.guard.inWindow), OwnershipUnknown: e.ownershipUnknown()}
 	planned := append(ch.Delete[:0:0], ch.Delete...)
 	ch = e.guard.check(ch, scope)

@@ -138,6 +138,11 @@ func (e *Engine) noteChanges(path string, rep *Report, ch *plan.Changes) {
 // arriving one entity at a time is judged as a whole.
 type deletionGuard struct {
 	window time.Duration
+	// changeMu makes a change-path weighing — the window, the announced
+	// deletions, the check and adding its own — one step: two workers
+	// weighing at once could each miss the other's deletions (read the
+	// window before the other added them, the queue after).
+	changeMu sync.Mutex
 
 	mu      sync.Mutex
 	g       plan.Guard // guarded by mu (a mapping change sets its threshold)
