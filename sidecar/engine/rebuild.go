@@ -184,6 +184,11 @@ func (e *Engine) rebuildOwnership(ctx context.Context) (OwnershipState, error) {
 	if err := e.opts.Store.PutMeta(metaRebuildPending, []byte{1}); err != nil {
 		return OwnershipState{}, fmt.Errorf("mark the ownership rebuild in the state file: %w", err)
 	}
+	// Rebuilt records carry no content versions: the next resync reads
+	// everything in one scan.
+	if err := e.opts.Store.PutMeta(metaVersionsFingerprint, nil); err != nil {
+		return OwnershipState{}, fmt.Errorf("clear the scan fingerprint in the state file: %w", err)
+	}
 	inPort, err := e.listOwned(ctx)
 	if err != nil {
 		return OwnershipState{}, err

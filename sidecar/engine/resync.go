@@ -77,12 +77,16 @@ func (e *Engine) resync(ctx context.Context, rep *Report, log *slog.Logger) erro
 	var stats catalog.ScanResult
 	receivedBefore := e.received()
 	var scanErr error
-	if e.twoPhase() {
+	fingerprint := e.mapperNow().Fingerprint()
+	if e.twoPhase(fingerprint) {
 		scanErr = e.scanVersions(ctx, sc, &stats)
 	} else {
 		scanErr = e.scanEntities(ctx, sc, &stats)
 	}
 	e.notePeer(&e.catalogPeer, scanErr)
+	if scanErr == nil && ctx.Err() == nil && !rep.DryRun {
+		e.scannedUnder(fingerprint)
+	}
 	// What the pages found is in lazy batches: send the partial ones, write
 	// what waits for dependency order, and wait for every ref of the scan.
 	e.reg.Flush(ctx)

@@ -8,21 +8,38 @@ import (
 	"github.com/portbridge/portbridge/sidecar/state"
 )
 
+// metaVersionsFingerprint is the mapping fingerprint under which the last
+// complete scan recorded content versions.
+const metaVersionsFingerprint = "versions-fingerprint"
+
 // twoPhase reports whether a resync lists versions first and reads only
-// the bodies of what changed. It does once anything is owned: with an empty
-// registry every entity is new, and one scan of whole entities is half the
+// the bodies of what changed. It does when the records' content versions
+// were made under the mapping in force (fingerprint): with an empty
+// registry, after a mapping change or after an ownership rebuild nearly
+// every entity must be read, and one scan of whole entities is half the
 // requests of a listing plus reads by ref.
-func (e *Engine) twoPhase() bool {
+func (e *Engine) twoPhase(fingerprint string) bool {
 	counts, err := e.opts.Store.OwnedCounts()
 	if err != nil {
 		return true
 	}
+	owned := false
 	for _, n := range counts {
-		if n > 0 {
-			return true
-		}
+		owned = owned || n > 0
 	}
-	return false
+	if !owned {
+		return false
+	}
+	fp, err := e.opts.Store.GetMeta(metaVersionsFingerprint)
+	return err != nil || string(fp) == fingerprint
+}
+
+// scannedUnder records that a complete scan recorded versions under
+// fingerprint (refs whose writes failed have none, and are read again).
+func (e *Engine) scannedUnder(fingerprint string) {
+	if err := e.opts.Store.PutMeta(metaVersionsFingerprint, []byte(fingerprint)); err != nil {
+		e.log.Warn("cannot record the mapping fingerprint of the scan", "error", err)
+	}
 }
 
 // scanEntities is the one-phase scan: whole entities, page by page, each

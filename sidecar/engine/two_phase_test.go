@@ -7,6 +7,7 @@ import (
 
 	"github.com/portbridge/portbridge/sidecar/catalog"
 	"github.com/portbridge/portbridge/sidecar/engine"
+	"github.com/portbridge/portbridge/sidecar/mapping"
 )
 
 // TestTwoPhaseResync checks what a resync reads from the catalog: the first
@@ -149,6 +150,45 @@ func TestTwoPhaseResyncDeletesAndExamples(t *testing.T) {
 	for _, ex := range got[1]["component"] {
 		if ref, _ := catalog.RefOf(ex); ref.String() == gone {
 			t.Errorf("second resync: the deleted %s is still an example", gone)
+		}
+	}
+}
+
+// After a mapping change every content version is stale: the resync reads
+// whole pages in one scan (no listing plus reads by ref), pushes only the
+// changed outputs, and the resync after it lists versions again.
+func TestMappingChangeScansOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, loadExamples(t), func(o *engine.Options) { o.PageSize = 50 })
+	e.resync()
+	e.resync() // two-phase from here on
+	e.stop()
+	doc := strings.Replace(string(mapping.DefaultMappingYAML()), "title: .metadata.title // .spec.profile.displayName // .metadata.name\n          blueprint: '\"group\"'",
+		"title: '\"Team \" + (.metadata.title // .spec.profile.displayName // .metadata.name)'\n          blueprint: '\"group\"'", 1)
+	cfg, err := mapping.Load([]byte(doc), "edited")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.opts.Mapper, err = mapping.New(cfg, mapping.Options{Blueprints: mapping.DefaultBlueprints()}); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	pages := (e.cat.Len()+49)/50 + 1
+	for i, want := range []struct {
+		pushed bool
+		what   string
+	}{{true, "after the mapping change"}, {false, "the next resync"}} {
+		e.cat.ResetRequests()
+		rep := e.resync()
+		got := e.cat.Requests()
+		if got["by-refs"] != 0 || got["by-query"] > pages {
+			t.Errorf("%s: catalog requests %v, want whole pages only (≤ %d by-query)", want.what, got, pages)
+		}
+		if (rep.Totals.Pushed > 0) != want.pushed || rep.Totals.Failed != 0 {
+			t.Errorf("%d %s: totals %+v", i, want.what, rep.Totals)
+		}
+		if !want.pushed && rep.Totals.Unchanged == 0 {
+			t.Errorf("%s: nothing unchanged: %+v", want.what, rep.Totals)
 		}
 	}
 }
